@@ -1,0 +1,54 @@
+//! HTTP on `dashboard.listeners.http.bind`: Prometheus `/metrics` and the
+//! EMQX-compatible REST API (`/api/v5/...`). Reads broker state through the
+//! same handles the broker uses; holds no copy of it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::broker::Broker;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v5/status", get(status))
+        .with_state(broker)
+}
+
+async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        b.metrics.render_prometheus(),
+    )
+}
+
+async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "node": b.cfg.node_name,
+        "status": "running",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": b.started.elapsed().as_secs(),
+        "connections": b.metrics.connections.get(),
+        "sessions": b.session_count(),
+        "subscriptions": b.subscription_count(),
+        "retained": b.retained_count(),
+    }))
+}
+
+/// Serve until `shutdown`.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let app = router(broker);
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "HTTP server failed.");
+    }
+}

@@ -1,0 +1,238 @@
+//! Wires the broker, its listeners, the store and the HTTP API from a
+//! [`Config`], and owns the shutdown order. The only module that knows all the others.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, ListenerKind};
+use crate::metrics::Metrics;
+use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
+use crate::mqtt::codec::QoS;
+use crate::mqtt::connection::ConnSettings;
+use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
+use crate::mqtt::topic::TopicLimits;
+use crate::store::{Store, StoreError, SyncMode};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot bind the HTTP listener to {addr}: {source}")]
+    Http { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A bound listener's address, as printed at startup (`LISTENING <kind> <name> <addr>`).
+#[derive(Debug, Clone)]
+pub struct BoundAddr {
+    pub kind: &'static str,
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// A started broker.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    pub addrs: Vec<BoundAddr>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The broker settings `mqtt.*` stands for.
+pub fn broker_config(cfg: &Config) -> BrokerConfig {
+    let m = &cfg.mqtt;
+    let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+    BrokerConfig {
+        node_name: cfg.node.name.clone(),
+        max_packet_size: m.max_packet_size.min(268_435_460) as usize,
+        max_clientid_len: usize::from(m.max_clientid_len),
+        topic_limits: TopicLimits {
+            max_levels: usize::from(m.max_topic_levels),
+            max_length: usize::from(m.max_topic_length),
+        },
+        max_qos_allowed: QoS::from_u8(m.max_qos_allowed.min(2)).unwrap_or(QoS::ExactlyOnce),
+        max_topic_alias: m.max_topic_alias,
+        retain_available: m.retain_available,
+        wildcard_subscription: m.wildcard_subscription,
+        shared_subscription: m.shared_subscription,
+        shared_strategy: match m.shared_subscription_strategy {
+            config::SharedSubscriptionStrategy::Random => SharedStrategy::Random,
+            config::SharedSubscriptionStrategy::RoundRobin => SharedStrategy::RoundRobin,
+            config::SharedSubscriptionStrategy::Sticky => SharedStrategy::Sticky,
+            config::SharedSubscriptionStrategy::HashClientid => SharedStrategy::HashClientId,
+            config::SharedSubscriptionStrategy::HashTopic => SharedStrategy::HashTopic,
+        },
+        ignore_loop_deliver: m.ignore_loop_deliver,
+        keepalive_multiplier: m.keepalive_multiplier,
+        server_keepalive: m.server_keepalive,
+        min_keepalive: m.min_keepalive,
+        max_keepalive: m.max_keepalive,
+        max_inflight: m.max_inflight.max(1),
+        max_awaiting_rel: m.max_awaiting_rel as usize,
+        max_session_expiry: secs(m.session_expiry_interval),
+        max_mqueue_len: m.max_mqueue_len.unwrap_or(usize::MAX),
+        mqueue_store_qos0: m.mqueue_store_qos0,
+        max_subscriptions: m.max_subscriptions.unwrap_or(usize::MAX),
+        upgrade_qos: m.upgrade_qos,
+        idle_timeout: m.idle_timeout,
+        message_expiry_interval: m.message_expiry_interval.map(secs),
+        response_information: m.response_information.clone(),
+    }
+}
+
+/// Start everything the config describes. Listeners are bound before this returns.
+pub async fn start(cfg: &Config) -> Result<Running, AppError> {
+    let metrics = Arc::new(Metrics::default());
+    let (store, loaded) = if cfg.durable_storage.enable {
+        let mode = match cfg.durable_storage.sync_mode {
+            config::SyncMode::EveryWrite => SyncMode::EveryWrite,
+            config::SyncMode::Interval => SyncMode::Interval(cfg.durable_storage.sync_interval),
+        };
+        let (s, l) = Store::open(&cfg.node.data_dir, mode, metrics.clone())?;
+        (Some(s), Some(l))
+    } else {
+        (None, None)
+    };
+    let broker = Broker::new(broker_config(cfg), metrics, store, None);
+    if let Some(l) = loaded {
+        broker.restore(l);
+    }
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut addrs = Vec::new();
+    for l in cfg.listeners.active() {
+        let transport = match l.kind {
+            ListenerKind::Tcp => Transport::Tcp,
+            ListenerKind::Ws => Transport::Ws {
+                path: l.websocket.map(|w| w.mqtt_path.clone()).unwrap_or_else(|| "/mqtt".into()),
+            },
+            ListenerKind::Ssl | ListenerKind::Wss => {
+                let Some(ssl) = l.ssl_options else { continue };
+                let (Some(cert), Some(key)) = (&ssl.certfile, &ssl.keyfile) else { continue };
+                let acceptor = listener::tls_acceptor(
+                    cert,
+                    key,
+                    ssl.cacertfile.as_deref(),
+                    ssl.verify == config::SslVerify::VerifyPeer,
+                    ssl.fail_if_no_peer_cert,
+                )?;
+                if l.kind == ListenerKind::Ssl {
+                    Transport::Ssl { acceptor }
+                } else {
+                    Transport::Wss {
+                        acceptor,
+                        path: l.websocket.map(|w| w.mqtt_path.clone()).unwrap_or_else(|| "/mqtt".into()),
+                    }
+                }
+            }
+        };
+        let spec = ListenerSpec {
+            name: l.name.to_owned(),
+            bind: l.bind,
+            transport,
+            max_connections: l.max_connections,
+            settings: ConnSettings {
+                listener: l.id(),
+                messages_rate: l.messages_rate.map(|r| r.per_second()),
+                bytes_rate: l.bytes_rate.map(|r| r.per_second()),
+            },
+        };
+        let bound = listener::bind(spec).await?;
+        addrs.push(BoundAddr {
+            kind: l.kind.as_str(),
+            name: l.name.to_owned(),
+            addr: bound.local_addr,
+        });
+        listener::spawn(broker.clone(), bound, shutdown.clone(), tracker.clone());
+    }
+    let http = &cfg.dashboard.listeners.http;
+    if http.enable {
+        let l = TcpListener::bind(http.bind).await.map_err(|source| AppError::Http {
+            addr: http.bind,
+            source,
+        })?;
+        let addr = l.local_addr().map_err(|source| AppError::Http {
+            addr: http.bind,
+            source,
+        })?;
+        addrs.push(BoundAddr {
+            kind: "http",
+            name: "dashboard".into(),
+            addr,
+        });
+        tracker.spawn(crate::api::serve(l, broker.clone(), shutdown.clone()));
+    }
+    if let Some(interval) = cfg.sys_topics.sys_msg_interval {
+        tracker.spawn(crate::mqtt::sys::run(broker.clone(), interval, shutdown.clone()));
+    }
+    Ok(Running {
+        broker,
+        addrs,
+        shutdown,
+        tracker,
+    })
+}
+
+impl Running {
+    /// Address of the first listener of `kind` (tests use it).
+    pub fn addr(&self, kind: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|a| a.kind == kind).map(|a| a.addr)
+    }
+
+    /// Graceful stop: stop accepting, send v5 clients DISCONNECT 0x8B, wait for
+    /// connections to close (at most 5 s), then commit the store.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            tracing::warn!("Some connections did not close within 5 s.");
+        }
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.flush_store()).await;
+    }
+}
+
+/// Run until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let running = start(&cfg).await?;
+    for a in &running.addrs {
+        println!("LISTENING {} {} {}", a.kind, a.name, a.addr);
+        tracing::info!(kind = a.kind, name = %a.name, addr = %a.addr, "Listening.");
+    }
+    println!("READY");
+    wait_for_signal().await;
+    tracing::info!("Shutting down.");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

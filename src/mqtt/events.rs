@@ -1,0 +1,111 @@
+//! Events the broker emits for the rule engine (and anything else that
+//! listens): every message and every client lifecycle step.
+//!
+//! The broker sends them with `try_send` on a bounded channel and never waits:
+//! when the channel is full the event is counted as dropped
+//! (`junction_events_dropped_total`), so a slow consumer cannot stall MQTT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::codec::{Protocol, QoS};
+use super::message::Message;
+
+/// Identity of a connected client, shared by its events.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: Arc<str>,
+    pub username: Option<String>,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
+    pub keep_alive: u16,
+    pub clean_start: bool,
+    pub expiry_interval: u32,
+}
+
+/// Why a client connection ended (EMQX's reason names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    Normal,
+    Kicked,
+    KeepaliveTimeout,
+    NotAuthorized,
+    TcpClosed,
+    Discarded,
+    TakenOver,
+    ProtocolError,
+    ServerShutdown,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::Normal => "normal",
+            DisconnectReason::Kicked => "kicked",
+            DisconnectReason::KeepaliveTimeout => "keepalive_timeout",
+            DisconnectReason::NotAuthorized => "not_authorized",
+            DisconnectReason::TcpClosed => "tcp_closed",
+            DisconnectReason::Discarded => "discarded",
+            DisconnectReason::TakenOver => "takenover",
+            DisconnectReason::ProtocolError => "protocol_error",
+            DisconnectReason::ServerShutdown => "shutdown",
+        }
+    }
+}
+
+/// Why a message was not delivered (EMQX's `message.dropped` / `delivery.dropped` reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    NoSubscribers,
+    QueueFull,
+    Expired,
+    NoLocal,
+    Qos0Offline,
+    TooLarge,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::NoSubscribers,
+        DropReason::QueueFull,
+        DropReason::Expired,
+        DropReason::NoLocal,
+        DropReason::Qos0Offline,
+        DropReason::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NoSubscribers => "no_subscribers",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Expired => "expired",
+            DropReason::NoLocal => "no_local",
+            DropReason::Qos0Offline => "qos0_msg",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// One broker event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum BrokerEvent {
+    /// `message.publish`: a message entered the broker (client or injected).
+    Publish(Arc<Message>),
+    ClientConnected(ClientInfo),
+    ClientDisconnected { client: ClientInfo, reason: DisconnectReason },
+    /// `client.connack` with the reason code sent.
+    ConnAck { client_id: Arc<str>, username: Option<String>, peer: SocketAddr, code: u8 },
+    SessionCreated { client_id: Arc<str> },
+    SessionTerminated { client_id: Arc<str>, reason: &'static str },
+    Subscribed { client_id: Arc<str>, filter: String, qos: QoS },
+    Unsubscribed { client_id: Arc<str>, filter: String },
+    Delivered { client_id: Arc<str>, message: Arc<Message> },
+    Acked { client_id: Arc<str>, message: Arc<Message> },
+    /// `message.dropped`: nobody took the message.
+    MessageDropped { message: Arc<Message>, reason: DropReason },
+    /// `delivery.dropped`: one subscriber did not get it.
+    DeliveryDropped { client_id: Arc<str>, message: Arc<Message>, reason: DropReason },
+    /// `client.check_authz_complete`.
+    AuthzComplete { client_id: Arc<str>, topic: String, action: &'static str, allowed: bool },
+}

@@ -1,0 +1,218 @@
+//! Per-client session state: subscriptions, the message queue, outgoing
+//! in-flight QoS 1/2 messages, incoming QoS 2 packet ids awaiting PUBREL.
+//!
+//! A session outlives its connection when it is persistent (Clean Session 0,
+//! or a Session Expiry Interval > 0). The queue lives here, not in the
+//! connection, so a publisher delivers the same way to an online or an
+//! offline session: push under the session lock, wake the connection.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+use super::codec::{Protocol, QoS};
+use super::events::DisconnectReason;
+use super::message::{Message, StoredMessage};
+
+/// Options of one subscription (MQTT 5 subscription options plus identifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubOptions {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub sub_id: Option<u32>,
+}
+
+impl SubOptions {
+    pub fn qos(&self) -> QoS {
+        QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce)
+    }
+}
+
+/// The trie's value: who subscribed, with which options.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub session: Arc<Session>,
+    pub opts: SubOptions,
+}
+
+/// Share group a delivery came through, so it can go to another member if this one leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRef {
+    pub group: Arc<str>,
+    pub filter: Arc<str>,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// Effective QoS: min(message QoS, subscription QoS).
+    pub qos: QoS,
+    /// Retain flag to send (retained-on-subscribe, or retain-as-published).
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+    pub share: Option<ShareRef>,
+    /// Store key for persistent sessions (0 = not stored).
+    pub seq: u64,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutStage {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Rel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub pkid: u16,
+    pub delivery: Delivery,
+    pub stage: OutStage,
+}
+
+/// Commands to a connection task from elsewhere in the broker.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    /// Send DISCONNECT with this MQTT 5 reason (if v5) and close.
+    Disconnect { reason_code: u8, reason: DisconnectReason },
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug, Clone)]
+pub struct ConnRef {
+    pub id: u64,
+    pub ctrl: mpsc::Sender<Control>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Full filter (including any `$share/<group>/` prefix) → options.
+    pub subscriptions: HashMap<String, SubOptions>,
+    pub mqueue: VecDeque<Delivery>,
+    pub inflight: VecDeque<Inflight>,
+    pub awaiting_rel: HashSet<u16>,
+    pub next_pkid: u16,
+    pub next_seq: u64,
+    pub conn: Option<ConnRef>,
+    /// Session Expiry Interval in seconds (u32::MAX = never).
+    pub expiry_interval: u32,
+    /// Bumped on each attach and detach; timers compare it to know they are stale.
+    pub generation: u64,
+    pub terminated: bool,
+    pub disconnected_at_ms: Option<u64>,
+}
+
+impl SessionState {
+    /// Persistent sessions are written to the store.
+    pub fn persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Next free packet identifier (skips ids still in flight).
+    pub fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid == 0 {
+                self.next_pkid = 1;
+            }
+            let id = self.next_pkid;
+            if !self.inflight.iter().any(|i| i.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn stored_meta(&self) -> StoredSession {
+        StoredSession {
+            subscriptions: self.subscriptions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            expiry_interval: self.expiry_interval,
+            disconnected_at_ms: self.disconnected_at_ms,
+            next_seq: self.next_seq,
+        }
+    }
+}
+
+/// A session. Locked briefly by publishers (to queue) and by its connection (to send).
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    pub state: Mutex<SessionState>,
+    /// Wakes the connection task when messages are queued.
+    pub notify: Notify,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, expiry_interval: u32) -> Arc<Session> {
+        Arc::new(Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                expiry_interval,
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+        })
+    }
+}
+
+/// Session metadata as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub subscriptions: Vec<(String, SubOptions)>,
+    pub expiry_interval: u32,
+    pub disconnected_at_ms: Option<u64>,
+    pub next_seq: u64,
+}
+
+/// A queued or in-flight delivery as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredDelivery {
+    pub msg: StoredMessage,
+    pub qos: u8,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+    pub share: Option<(String, String)>,
+    /// Some when in flight.
+    pub pkid: Option<u16>,
+    pub stage: OutStage,
+}
+
+impl StoredDelivery {
+    pub fn from_delivery(d: &Delivery, pkid: Option<u16>, stage: OutStage) -> StoredDelivery {
+        StoredDelivery {
+            msg: d.msg.to_stored(),
+            qos: d.qos as u8,
+            retain: d.retain,
+            sub_ids: d.sub_ids.clone(),
+            share: d.share.as_ref().map(|s| (s.group.to_string(), s.filter.to_string())),
+            pkid,
+            stage,
+        }
+    }
+
+    pub fn into_delivery(self, seq: u64) -> (Delivery, Option<u16>, OutStage) {
+        let d = Delivery {
+            msg: Arc::new(self.msg.into_message()),
+            qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtLeastOnce),
+            retain: self.retain,
+            sub_ids: self.sub_ids,
+            share: self.share.map(|(g, f)| ShareRef {
+                group: g.into(),
+                filter: f.into(),
+            }),
+            seq,
+        };
+        (d, self.pkid, self.stage)
+    }
+}

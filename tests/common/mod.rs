@@ -1,0 +1,33 @@
+//! Test helpers: start a broker in-process on port 0 with a temporary data dir.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use junction::app::{self, Running};
+
+/// A broker running in this process, and where it listens.
+pub struct TestBroker {
+    pub running: Running,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Start a broker with its data in `data_dir`, plus extra `JUNCTION_*` settings.
+pub async fn start_in(data_dir: &Path, extra: &[(&str, &str)]) -> TestBroker {
+    let mut env: Vec<(String, String)> = vec![
+        ("JUNCTION_LISTENERS__TCP__DEFAULT__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_LISTENERS__WS__DEFAULT__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_DASHBOARD__LISTENERS__HTTP__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_NODE__DATA_DIR".into(), data_dir.display().to_string()),
+        ("JUNCTION_DURABLE_STORAGE__SYNC_MODE".into(), "every_write".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let cfg = junction::config::load(None, env).expect("test config");
+    let running = app::start(&cfg).await.expect("broker starts");
+    let tcp = running.addr("tcp").expect("tcp listener");
+    let ws = running.addr("ws").expect("ws listener");
+    let http = running.addr("http").expect("http listener");
+    TestBroker { running, tcp, ws, http }
+}
