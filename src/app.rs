@@ -197,7 +197,7 @@ impl Running {
             tracing::warn!("Some connections did not close within 5 s.");
         }
         let broker = self.broker.clone();
-        let _ = tokio::task::spawn_blocking(move || broker.flush_store()).await;
+        let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     }
 }
 

@@ -13,11 +13,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::de::{self, value::StrDeserializer, DeserializeSeed, Deserializer, IntoDeserializer, Unexpected, Visitor};
+use serde::de::{
+    self, value::StrDeserializer, DeserializeSeed, Deserializer, IntoDeserializer, Unexpected,
+    Visitor,
+};
 use serde::Deserialize;
 
 use super::diag::{line_col, suggest, ConfigError, Diagnostic, DiagnosticKind, Source};
-use super::Config;
+use super::{Config, TOP_LEVEL_KEYS};
 
 /// Prefix of the environment variables that override keys.
 pub const ENV_PREFIX: &str = "JUNCTION_";
@@ -27,10 +30,19 @@ pub const DEFAULT_FILE: &str = "junction.toml";
 
 /// Loads the configuration: built-in defaults, overridden by the TOML file at
 /// `path` (or `./junction.toml` if `path` is `None` and that file exists),
-/// overridden by the `JUNCTION_*` entries of `env` (other entries are ignored).
+/// overridden by the `JUNCTION_*` entries of `env`.
+///
+/// An entry is a config override when its name, after `JUNCTION_`, contains
+/// `__` or is a section name (`MQTT`, `NODE`, ...): such entries that name no
+/// key are errors. `JUNCTION_<SECTION>_<KEY>` (single underscore) is refused
+/// as a typo. Other `JUNCTION_*` names (e.g. `JUNCTION_BIN`, used by the test
+/// scripts) and non-`JUNCTION_` entries are ignored.
 ///
 /// `env` is usually [`process_env()`]. Returns every problem found at once.
-pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let path = match path {
         Some(p) => Some(p.to_path_buf()),
         None => Some(Path::new(DEFAULT_FILE).to_path_buf()).filter(|p| p.exists()),
@@ -70,7 +82,12 @@ pub fn load_from_str(
 /// valid Unicode are converted lossily rather than panicking).
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect()
 }
@@ -118,7 +135,11 @@ enum Value {
 
 impl Node {
     fn table(pos: Pos) -> Node {
-        Node { value: Value::Table(BTreeMap::new()), key_pos: pos.clone(), pos }
+        Node {
+            value: Value::Table(BTreeMap::new()),
+            key_pos: pos.clone(),
+            pos,
+        }
     }
 
     fn get(&self, path: &[String]) -> Option<&Node> {
@@ -130,7 +151,9 @@ impl Node {
 
     /// Removes the node at `path`; false if there is none.
     fn remove(&mut self, path: &[String]) -> bool {
-        let Some((last, parents)) = path.split_last() else { return false };
+        let Some((last, parents)) = path.split_last() else {
+            return false;
+        };
         let mut n = self;
         for k in parents {
             match &mut n.value {
@@ -151,8 +174,12 @@ impl Node {
     fn ensure_table(&mut self, path: &[&str]) {
         let mut n = self;
         for k in path {
-            let Value::Table(t) = &mut n.value else { return };
-            n = t.entry((*k).to_string()).or_insert_with(|| Node::table(Pos::Default));
+            let Value::Table(t) = &mut n.value else {
+                return;
+            };
+            n = t
+                .entry((*k).to_string())
+                .or_insert_with(|| Node::table(Pos::Default));
         }
     }
 }
@@ -211,7 +238,11 @@ fn from_value(v: &toml_edit::Value, key_pos: Pos) -> Node {
                 .collect(),
         ),
     };
-    Node { value, key_pos, pos }
+    Node {
+        value,
+        key_pos,
+        pos,
+    }
 }
 
 /// An environment value: a TOML value if it parses as one (number, bool,
@@ -225,7 +256,13 @@ fn env_value(raw: &str, pos: &Pos) -> Value {
             toml::Value::Boolean(b) => Value::Bool(b),
             toml::Value::Array(a) => Value::Array(
                 a.into_iter()
-                    .map(|e| conv(e, pos).map(|value| Node { value, key_pos: pos.clone(), pos: pos.clone() }))
+                    .map(|e| {
+                        conv(e, pos).map(|value| Node {
+                            value,
+                            key_pos: pos.clone(),
+                            pos: pos.clone(),
+                        })
+                    })
                     .collect::<Option<_>>()?,
             ),
             toml::Value::Datetime(_) | toml::Value::Table(_) => return None,
@@ -237,6 +274,37 @@ fn env_value(raw: &str, pos: &Pos) -> Value {
         .and_then(|mut t| t.remove("v"))
         .and_then(|v| conv(v, pos))
         .unwrap_or_else(|| Value::Str(raw.to_string()))
+}
+
+/// What a `JUNCTION_*` variable is.
+enum EnvVar {
+    /// A key path: `JUNCTION_MQTT__MAX_INFLIGHT` (anything with `__`, or a
+    /// bare section name such as `JUNCTION_MQTT`).
+    Key,
+    /// A section name and a key joined by a single underscore, e.g.
+    /// `JUNCTION_MQTT_MAX_INFLIGHT`: refused, with the corrected name.
+    SingleUnderscore(String),
+    /// Anything else (e.g. `JUNCTION_BIN` used by test scripts): not config.
+    Other,
+}
+
+fn classify(var: &str) -> EnvVar {
+    let rest = &var[ENV_PREFIX.len()..];
+    let lower = rest.to_ascii_lowercase();
+    if rest.contains("__") || TOP_LEVEL_KEYS.contains(&lower.as_str()) {
+        return EnvVar::Key;
+    }
+    match TOP_LEVEL_KEYS
+        .iter()
+        .find(|k| lower.len() > k.len() + 1 && lower.starts_with(&format!("{k}_")))
+    {
+        Some(k) => EnvVar::SingleUnderscore(format!(
+            "{ENV_PREFIX}{}__{}",
+            &rest[..k.len()],
+            &rest[k.len() + 1..]
+        )),
+        None => EnvVar::Other,
+    }
 }
 
 /// Applies one `JUNCTION_A__B__C=value` variable into the tree.
@@ -255,15 +323,28 @@ fn apply_env(root: &mut Node, var: &str, raw: &str) -> Result<(), String> {
         if !matches!(n.value, Value::Table(_)) {
             *n = Node::table(pos.clone());
         }
-        let Value::Table(t) = &mut n.value else { unreachable!() };
-        n = t.entry(k.clone()).or_insert_with(|| Node::table(pos.clone()));
+        let Value::Table(t) = &mut n.value else {
+            unreachable!()
+        };
+        n = t
+            .entry(k.clone())
+            .or_insert_with(|| Node::table(pos.clone()));
     }
     if !matches!(n.value, Value::Table(_)) {
         *n = Node::table(pos.clone());
     }
-    let Value::Table(t) = &mut n.value else { unreachable!() };
+    let Value::Table(t) = &mut n.value else {
+        unreachable!()
+    };
     let value = env_value(raw, &pos);
-    t.insert(last.clone(), Node { value, key_pos: pos.clone(), pos });
+    t.insert(
+        last.clone(),
+        Node {
+            value,
+            key_pos: pos.clone(),
+            pos,
+        },
+    );
     Ok(())
 }
 
@@ -275,11 +356,10 @@ fn load_sources(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
     let mut root = Node::table(Pos::Default);
-    if let Some((text, _)) = file {
+    if let Some((text, name)) = file {
         match toml_edit::ImDocument::parse(text) {
             Ok(doc) => root.value = Value::Table(from_table(doc.as_table())),
             Err(e) => {
-                let (name, text) = file.map(|(t, n)| (n, t)).unwrap_or_default();
                 let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
                 return Err(ConfigError {
                     diagnostics: vec![Diagnostic {
@@ -298,19 +378,44 @@ fn load_sources(
     let file_text = file.map(|(t, _)| t).unwrap_or("");
     let diag = |pos: &Pos, key: String, message: String, kind: DiagnosticKind| {
         let (source, (line, col)) = match pos {
-            Pos::File(off) => (Source::File(file_name.to_string()), line_col(file_text, *off)),
+            Pos::File(off) => (
+                Source::File(file_name.to_string()),
+                line_col(file_text, *off),
+            ),
             Pos::Env(var) => (Source::Env(var.clone()), (0, 0)),
             Pos::Default => (Source::Defaults, (0, 0)),
         };
-        Diagnostic { source, line, col, key, message, kind }
+        Diagnostic {
+            source,
+            line,
+            col,
+            key,
+            message,
+            kind,
+        }
     };
     let mut diags = Vec::new();
 
-    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     env.sort();
     for (var, raw) in &env {
-        if let Err(message) = apply_env(&mut root, var, raw) {
-            diags.push(diag(&Pos::Env(var.clone()), String::new(), message, DiagnosticKind::UnknownKey));
+        let result = match classify(var) {
+            EnvVar::Key => apply_env(&mut root, var, raw),
+            EnvVar::SingleUnderscore(fixed) => Err(format!(
+                "invalid variable name: key levels are separated by a double underscore (did you mean {fixed}?)"
+            )),
+            EnvVar::Other => Ok(()),
+        };
+        if let Err(message) = result {
+            diags.push(diag(
+                &Pos::Env(var.clone()),
+                String::new(),
+                message,
+                DiagnosticKind::UnknownKey,
+            ));
         }
     }
     // The built-in listeners exist unless the file/env redefine them.
@@ -321,14 +426,22 @@ fn load_sources(
     let mut config = None;
     // Each failed attempt removes one node, so this ends; the bound is a guard.
     for _ in 0..10_000 {
-        match Config::deserialize(De { node: &root, path: &[] }) {
+        match Config::deserialize(De {
+            node: &root,
+            path: &[],
+        }) {
             Ok(c) => {
                 config = Some(c);
                 break;
             }
             Err(e) => {
                 let Some(at) = e.at else {
-                    diags.push(diag(&Pos::Default, String::new(), e.msg.render(""), DiagnosticKind::InvalidValue));
+                    diags.push(diag(
+                        &Pos::Default,
+                        String::new(),
+                        e.msg.render(""),
+                        DiagnosticKind::InvalidValue,
+                    ));
                     break;
                 };
                 let key = at.path.join(".");
@@ -393,7 +506,10 @@ struct At {
 #[derive(Debug)]
 enum Msg {
     Text(String),
-    UnknownField { field: String, expected: &'static [&'static str] },
+    UnknownField {
+        field: String,
+        expected: &'static [&'static str],
+    },
 }
 
 impl Msg {
@@ -405,7 +521,10 @@ impl Msg {
                 match suggest(field, expected) {
                     Some(s) => format!("unknown key `{key}` (did you mean `{s}`?)"),
                     None if expected.len() <= 8 => {
-                        format!("unknown key `{key}` (expected one of: {})", expected.join(", "))
+                        format!(
+                            "unknown key `{key}` (expected one of: {})",
+                            expected.join(", ")
+                        )
                     }
                     None => format!("unknown key `{key}`"),
                 }
@@ -424,7 +543,11 @@ struct DeError {
 impl DeError {
     fn locate(mut self, path: Vec<String>, pos: &Pos, kind: DiagnosticKind) -> Self {
         if self.at.is_none() {
-            self.at = Some(At { path, pos: pos.clone(), kind });
+            self.at = Some(At {
+                path,
+                pos: pos.clone(),
+                kind,
+            });
         }
         self
     }
@@ -453,7 +576,9 @@ fn describe(u: &Unexpected) -> String {
 
 fn expected_kind(exp: &str) -> &str {
     match exp {
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "an integer"
+        }
         "f32" | "f64" => "a number",
         "a boolean" => "true or false",
         "a string" | "path string" => "a string",
@@ -464,7 +589,10 @@ fn expected_kind(exp: &str) -> &str {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { msg: Msg::Text(msg.to_string()), at: None }
+        DeError {
+            msg: Msg::Text(msg.to_string()),
+            at: None,
+        }
     }
 
     fn invalid_type(unexp: Unexpected, exp: &dyn de::Expected) -> Self {
@@ -479,7 +607,9 @@ impl de::Error for DeError {
                 }
             }
             (Unexpected::Str(s), "a number") => format!("invalid number {s:?}"),
-            (Unexpected::Str(s), "true or false") => format!("invalid boolean {s:?} (expected true or false)"),
+            (Unexpected::Str(s), "true or false") => {
+                format!("invalid boolean {s:?} (expected true or false)")
+            }
             (u, kind) => format!("expected {kind}, found {}", describe(&u)),
         };
         Self::custom(text)
@@ -488,16 +618,30 @@ impl de::Error for DeError {
     fn invalid_value(unexp: Unexpected, exp: &dyn de::Expected) -> Self {
         let exp = exp.to_string();
         let kind = expected_kind(&exp);
-        Self::custom(format!("invalid value: {} (expected {kind})", describe(&unexp)))
+        Self::custom(format!(
+            "invalid value: {} (expected {kind})",
+            describe(&unexp)
+        ))
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let hint = suggest(variant, expected).map(|s| format!("; did you mean {s:?}?")).unwrap_or_default();
-        Self::custom(format!("invalid value {variant:?} (expected one of: {}{hint})", expected.join(", ")))
+        let hint = suggest(variant, expected)
+            .map(|s| format!("; did you mean {s:?}?"))
+            .unwrap_or_default();
+        Self::custom(format!(
+            "invalid value {variant:?} (expected one of: {}{hint})",
+            expected.join(", ")
+        ))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        DeError { msg: Msg::UnknownField { field: field.to_string(), expected }, at: None }
+        DeError {
+            msg: Msg::UnknownField {
+                field: field.to_string(),
+                expected,
+            },
+            at: None,
+        }
     }
 }
 
@@ -528,8 +672,15 @@ impl<'de> Deserializer<'de> for De<'_> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Table(t) => visitor.visit_map(MapAcc { iter: t.iter(), cur: None, path: self.path }),
-            Value::Array(a) => visitor.visit_seq(SeqAcc { iter: a.iter(), path: self.path }),
+            Value::Table(t) => visitor.visit_map(MapAcc {
+                iter: t.iter(),
+                cur: None,
+                path: self.path,
+            }),
+            Value::Array(a) => visitor.visit_seq(SeqAcc {
+                iter: a.iter(),
+                path: self.path,
+            }),
             Value::Str(s) => visitor.visit_str(s),
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
@@ -541,7 +692,11 @@ impl<'de> Deserializer<'de> for De<'_> {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -580,8 +735,13 @@ struct MapAcc<'a> {
 impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((k, node)) = self.iter.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((k, node)) = self.iter.next() else {
+            return Ok(None);
+        };
         self.cur = Some((k, node));
         let d: StrDeserializer<'_, DeError> = k.as_str().into_deserializer();
         seed.deserialize(d).map(Some).map_err(|e| {
@@ -594,7 +754,10 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (k, node) = self.cur.take().expect("next_value_seed called before next_key_seed");
+        let (k, node) = self
+            .cur
+            .take()
+            .expect("next_value_seed called before next_key_seed");
         let path = child_path(self.path, k);
         seed.deserialize(De { node, path: &path })
             .map_err(|e| e.locate(path.clone(), &node.pos, DiagnosticKind::InvalidValue))
@@ -609,9 +772,17 @@ struct SeqAcc<'a> {
 impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(node) => seed.deserialize(De { node, path: self.path }).map(Some),
+            Some(node) => seed
+                .deserialize(De {
+                    node,
+                    path: self.path,
+                })
+                .map(Some),
             None => Ok(None),
         }
     }

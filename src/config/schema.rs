@@ -20,6 +20,17 @@ fn any_ip(port: u16) -> SocketAddr {
 /// Upper bound for counts that may also be `"infinity"`.
 const MAX_COUNT: i64 = u32::MAX as i64;
 
+/// The top-level keys (sections) of [`Config`].
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "node",
+    "log",
+    "listeners",
+    "dashboard",
+    "mqtt",
+    "sys_topics",
+    "durable_storage",
+];
+
 /// The whole broker configuration. `Config::default()` is a working broker.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,7 +69,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { name: "junction@127.0.0.1".into(), data_dir: PathBuf::from("data") }
+        NodeConfig {
+            name: "junction@127.0.0.1".into(),
+            data_dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -129,7 +143,12 @@ impl Default for ListenersConfig {
         fn one<T: Default>() -> BTreeMap<String, T> {
             BTreeMap::from([("default".to_string(), T::default())])
         }
-        ListenersConfig { tcp: one(), ssl: one(), ws: one(), wss: one() }
+        ListenersConfig {
+            tcp: one(),
+            ssl: one(),
+            ws: one(),
+            wss: one(),
+        }
     }
 }
 
@@ -216,7 +235,9 @@ pub struct WebsocketOptions {
 
 impl Default for WebsocketOptions {
     fn default() -> Self {
-        WebsocketOptions { mqtt_path: "/mqtt".into() }
+        WebsocketOptions {
+            mqtt_path: "/mqtt".into(),
+        }
     }
 }
 
@@ -488,7 +509,10 @@ pub struct DashboardHttpListenerConfig {
 
 impl Default for DashboardHttpListenerConfig {
     fn default() -> Self {
-        DashboardHttpListenerConfig { enable: true, bind: any_ip(18083) }
+        DashboardHttpListenerConfig {
+            enable: true,
+            bind: any_ip(18083),
+        }
     }
 }
 
@@ -741,11 +765,16 @@ impl Config {
         for l in self.listeners.iter() {
             let kind = l.kind.as_str();
             let valid = !l.name.is_empty()
-                && l.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                && l.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !valid {
                 out.push(vec![(
                     path(&["listeners", kind, l.name]),
-                    format!("invalid listener name {:?} (use letters, digits, '_' and '-')", l.name),
+                    format!(
+                        "invalid listener name {:?} (use letters, digits, '_' and '-')",
+                        l.name
+                    ),
                 )]);
             }
             let Some(ssl) = l.ssl_options else { continue };
@@ -765,16 +794,30 @@ impl Config {
         let mut binds: Vec<(Vec<String>, SocketAddr)> = self
             .listeners
             .active()
-            .map(|l| (path(&["listeners", l.kind.as_str(), l.name, "bind"]), l.bind))
+            .map(|l| {
+                (
+                    path(&["listeners", l.kind.as_str(), l.name, "bind"]),
+                    l.bind,
+                )
+            })
             .collect();
         if self.dashboard.listeners.http.enable {
-            binds.push((path(&["dashboard", "listeners", "http", "bind"]), self.dashboard.listeners.http.bind));
+            binds.push((
+                path(&["dashboard", "listeners", "http", "bind"]),
+                self.dashboard.listeners.http.bind,
+            ));
         }
         for (i, (key, addr)) in binds.iter().enumerate() {
             if let Some((other, other_addr)) = binds[..i].iter().find(|(_, a)| clash(*a, *addr)) {
                 out.push(vec![
-                    (key.clone(), format!("address {addr} is also used by {}", other.join("."))),
-                    (other.clone(), format!("address {other_addr} is also used by {}", key.join("."))),
+                    (
+                        key.clone(),
+                        format!("address {addr} is also used by {}", other.join(".")),
+                    ),
+                    (
+                        other.clone(),
+                        format!("address {other_addr} is also used by {}", key.join(".")),
+                    ),
                 ]);
             }
         }

@@ -4,7 +4,9 @@ use std::time::Duration;
 use super::*;
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn err(text: &str) -> ConfigError {
@@ -19,11 +21,20 @@ fn err_env(text: &str, vars: &[(&str, &str)]) -> ConfigError {
 fn defaults_load_with_no_file() {
     let c = load_from_str("", "junction.toml", Vec::new()).unwrap();
     assert_eq!(c, Config::default());
-    let c2 = load(Some(std::path::Path::new("/nonexistent/junction.toml")), Vec::new());
-    assert!(c2.unwrap_err().to_string().starts_with("/nonexistent/junction.toml: cannot read config file"));
+    let c2 = load(
+        Some(std::path::Path::new("/nonexistent/junction.toml")),
+        Vec::new(),
+    );
+    assert!(c2
+        .unwrap_err()
+        .to_string()
+        .starts_with("/nonexistent/junction.toml: cannot read config file"));
     // Defaults as specified.
     assert_eq!(c.node.name, "junction@127.0.0.1");
-    assert_eq!(c.listeners.tcp["default"].bind, "0.0.0.0:1883".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        c.listeners.tcp["default"].bind,
+        "0.0.0.0:1883".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(c.listeners.ws["default"].bind.port(), 8083);
     assert_eq!(c.listeners.ws["default"].websocket.mqtt_path, "/mqtt");
     assert_eq!(c.listeners.ssl["default"].bind.port(), 8883);
@@ -81,9 +92,19 @@ sync_mode = "every_write"
     assert_eq!(c.mqtt.keepalive_multiplier, 2.0);
     assert_eq!(c.mqtt.server_keepalive, Some(60));
     assert_eq!(c.mqtt.max_mqueue_len, None);
-    assert_eq!(c.mqtt.message_expiry_interval, Some(Duration::from_secs(86400)));
-    assert_eq!(c.mqtt.shared_subscription_strategy, SharedSubscriptionStrategy::HashTopic);
-    assert_eq!(c.mqtt.retry_interval, Duration::from_secs(30), "untouched keys keep defaults");
+    assert_eq!(
+        c.mqtt.message_expiry_interval,
+        Some(Duration::from_secs(86400))
+    );
+    assert_eq!(
+        c.mqtt.shared_subscription_strategy,
+        SharedSubscriptionStrategy::HashTopic
+    );
+    assert_eq!(
+        c.mqtt.retry_interval,
+        Duration::from_secs(30),
+        "untouched keys keep defaults"
+    );
     let tcp = &c.listeners.tcp["default"];
     assert_eq!(tcp.bind, "127.0.0.1:1884".parse::<SocketAddr>().unwrap());
     assert_eq!(tcp.max_connections, Some(1000));
@@ -92,11 +113,22 @@ sync_mode = "every_write"
     let ssl = &c.listeners.ssl["default"];
     assert!(ssl.ssl_options.has_certificate());
     assert_eq!(ssl.ssl_options.verify, SslVerify::VerifyPeer);
-    assert_eq!(ssl.bind.port(), 8883, "unset listener keys keep the type's defaults");
+    assert_eq!(
+        ssl.bind.port(),
+        8883,
+        "unset listener keys keep the type's defaults"
+    );
     assert_eq!(c.sys_topics.sys_msg_interval, None);
-    assert_eq!(c.sys_topics.sys_heartbeat_interval, Some(Duration::from_secs(30)));
+    assert_eq!(
+        c.sys_topics.sys_heartbeat_interval,
+        Some(Duration::from_secs(30))
+    );
     assert_eq!(c.durable_storage.sync_mode, SyncMode::EveryWrite);
-    assert_eq!(c.listeners.ws.len(), 1, "default listeners of other types remain");
+    assert_eq!(
+        c.listeners.ws.len(),
+        1,
+        "default listeners of other types remain"
+    );
     let active: Vec<String> = c.listeners.active().map(|l| l.id()).collect();
     assert_eq!(active, ["tcp:default", "ssl:default", "ws:default"]);
 }
@@ -123,8 +155,14 @@ fn env_overrides_file() {
     assert!(!c.mqtt.retain_available);
     assert_eq!(c.mqtt.response_information, "resp/");
     assert_eq!(c.node.name, "a@b");
-    assert_eq!(c.node.data_dir, std::path::PathBuf::from("/var/lib/junction"));
-    assert_eq!(c.listeners.tcp["default"].bind, "127.0.0.1:1884".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        c.node.data_dir,
+        std::path::PathBuf::from("/var/lib/junction")
+    );
+    assert_eq!(
+        c.listeners.tcp["default"].bind,
+        "127.0.0.1:1884".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(c.log.level, LogLevel::Warn);
 }
 
@@ -135,7 +173,10 @@ fn new_listener_via_env() {
         "junction.toml",
         env(&[
             ("JUNCTION_LISTENERS__TCP__SECOND__BIND", "1884"),
-            ("JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH", "/ws"),
+            (
+                "JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH",
+                "/ws",
+            ),
             ("JUNCTION_LISTENERS__WS__SECOND__BIND", "127.0.0.1:9083"),
         ]),
     )
@@ -150,7 +191,13 @@ fn new_listener_via_env() {
     assert!(ws.enable && ws.bind.port() == 9083);
     // Without a bind, a new ws listener gets the ws default port, which clashes
     // with ws.default: reported at the variable that created the listener.
-    let e = err_env("", &[("JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH", "/ws")]);
+    let e = err_env(
+        "",
+        &[(
+            "JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH",
+            "/ws",
+        )],
+    );
     assert_eq!(
         e.to_string(),
         "env JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH: listeners.ws.second.bind: \
@@ -165,9 +212,18 @@ fn bare_port_bind() {
         "junction.toml",
     )
     .unwrap();
-    assert_eq!(c.listeners.tcp["default"].bind, "0.0.0.0:1884".parse::<SocketAddr>().unwrap());
-    assert_eq!(c.dashboard.listeners.http.bind, "0.0.0.0:18084".parse::<SocketAddr>().unwrap());
-    assert_eq!(c.listeners.ws["default"].bind, "[::1]:8090".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        c.listeners.tcp["default"].bind,
+        "0.0.0.0:1884".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        c.dashboard.listeners.http.bind,
+        "0.0.0.0:18084".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        c.listeners.ws["default"].bind,
+        "[::1]:8090".parse::<SocketAddr>().unwrap()
+    );
     let e = err("listeners.tcp.default.bind = 70000\n");
     assert_eq!(
         e.to_string(),
@@ -179,9 +235,15 @@ fn bare_port_bind() {
 fn unknown_key_with_position_and_suggestion() {
     let text = "[node]\nname = \"x@y\"\n\n[mqtt]\nmax_packet_size = \"1MB\"\n\nmax_infligth = 5\n";
     let e = err(text);
-    assert_eq!(e.to_string(), "junction.toml:7:1: unknown key `mqtt.max_infligth` (did you mean `max_inflight`?)");
+    assert_eq!(
+        e.to_string(),
+        "junction.toml:7:1: unknown key `mqtt.max_infligth` (did you mean `max_inflight`?)"
+    );
     let d = &e.diagnostics[0];
-    assert_eq!((d.line, d.col, d.key.as_str(), d.kind), (7, 1, "mqtt.max_infligth", DiagnosticKind::UnknownKey));
+    assert_eq!(
+        (d.line, d.col, d.key.as_str(), d.kind),
+        (7, 1, "mqtt.max_infligth", DiagnosticKind::UnknownKey)
+    );
 
     // Unknown section: lists the choices when there are few.
     let e = err("[listeners.quic.default]\nbind = 1\n");
@@ -191,21 +253,34 @@ fn unknown_key_with_position_and_suggestion() {
     );
     // Unknown key inside a named listener, and inside an inline table.
     let e = err("[listeners.tcp.main]\nbindd = 1884\n");
-    assert_eq!(e.to_string(), "junction.toml:2:1: unknown key `listeners.tcp.main.bindd` (did you mean `bind`?)");
+    assert_eq!(
+        e.to_string(),
+        "junction.toml:2:1: unknown key `listeners.tcp.main.bindd` (did you mean `bind`?)"
+    );
     let e = err("listeners.ws.default = { websocket = { path = \"/x\" } }\n");
     assert_eq!(
         e.to_string(),
         "junction.toml:1:40: unknown key `listeners.ws.default.websocket.path` (did you mean `mqtt_path`?)"
     );
     // From env.
-    let e = err_env("", &[("JUNCTION_MQTT__MAX_INFLIGTH", "5"), ("JUNCTION_MQTTT__X", "1")]);
+    let e = err_env(
+        "",
+        &[
+            ("JUNCTION_MQTT__MAX_INFLIGTH", "5"),
+            ("JUNCTION_MQTTT__X", "1"),
+        ],
+    );
     assert_eq!(
         e.to_string(),
         "env JUNCTION_MQTTT__X: unknown key `mqttt` (did you mean `mqtt`?)\n\
          env JUNCTION_MQTT__MAX_INFLIGTH: unknown key `mqtt.max_infligth` (did you mean `max_inflight`?)"
     );
     let e = err_env("", &[("JUNCTION_MQTT____X", "5")]);
-    assert!(e.to_string().starts_with("env JUNCTION_MQTT____X: invalid variable name"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("env JUNCTION_MQTT____X: invalid variable name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -216,9 +291,15 @@ fn bad_size_and_duration() {
         "junction.toml:2:19: mqtt.max_packet_size: invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)"
     );
     let d = &e.diagnostics[0];
-    assert_eq!((d.line, d.col, d.kind), (2, 19, DiagnosticKind::InvalidValue));
+    assert_eq!(
+        (d.line, d.col, d.kind),
+        (2, 19, DiagnosticKind::InvalidValue)
+    );
     assert_eq!(d.key, "mqtt.max_packet_size");
-    assert_eq!(d.message, "invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)");
+    assert_eq!(
+        d.message,
+        "invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)"
+    );
 
     let e = err("mqtt.max_packet_size = \"1GB\"\n");
     assert_eq!(
@@ -231,11 +312,22 @@ fn bad_size_and_duration() {
         "junction.toml:1:23: mqtt.retry_interval: invalid duration 30: a duration needs a unit (expected e.g. \"30s\", \"100ms\", \"2h\", \"1d\")"
     );
     let e = err("mqtt.retry_interval = \"30 seconds\"\n");
-    assert!(e.diagnostics[0].message.starts_with("invalid duration \"30 seconds\""), "{e}");
+    assert!(
+        e.diagnostics[0]
+            .message
+            .starts_with("invalid duration \"30 seconds\""),
+        "{e}"
+    );
     let e = err("sys_topics.sys_msg_interval = \"0s\"\n");
-    assert_eq!(e.diagnostics[0].message, "a zero interval is not allowed (use \"disabled\")");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "a zero interval is not allowed (use \"disabled\")"
+    );
     let e = err("listeners.tcp.default.messages_rate = 1000\n");
-    assert_eq!(e.diagnostics[0].message, "invalid rate 1000: a rate needs a period, e.g. \"1000/s\"");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid rate 1000: a rate needs a period, e.g. \"1000/s\""
+    );
 }
 
 #[test]
@@ -252,35 +344,74 @@ fn bad_enum_value() {
         "env JUNCTION_LOG__LEVEL: invalid value \"verbose\" (expected one of: error, warn, warning, info, debug, trace)"
     );
     let e = err("durable_storage.sync_mode = 1\n");
-    assert_eq!(e.diagnostics[0].message, "expected one of: every_write, interval, found integer 1");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "expected one of: every_write, interval, found integer 1"
+    );
     // The EMQX alias is accepted.
-    assert_eq!(Config::from_toml_str("log.level = \"warning\"", "x").unwrap().log.level, LogLevel::Warn);
+    assert_eq!(
+        Config::from_toml_str("log.level = \"warning\"", "x")
+            .unwrap()
+            .log
+            .level,
+        LogLevel::Warn
+    );
 }
 
 #[test]
 fn bad_types() {
     let e = err_env("", &[("JUNCTION_MQTT__MAX_INFLIGHT", "abc")]);
-    assert_eq!(e.to_string(), "env JUNCTION_MQTT__MAX_INFLIGHT: invalid integer \"abc\"");
+    assert_eq!(
+        e.to_string(),
+        "env JUNCTION_MQTT__MAX_INFLIGHT: invalid integer \"abc\""
+    );
     assert_eq!(e.diagnostics[0].key, "mqtt.max_inflight");
     assert_eq!((e.diagnostics[0].line, e.diagnostics[0].col), (0, 0));
     let e = err("mqtt.max_inflight = \"64\"\n");
-    assert_eq!(e.diagnostics[0].message, "invalid integer \"64\" (write numbers without quotes)");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid integer \"64\" (write numbers without quotes)"
+    );
     let e = err("mqtt.max_inflight = 0\n");
-    assert_eq!(e.diagnostics[0].message, "0 is out of range (allowed: 1..=65535)");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "0 is out of range (allowed: 1..=65535)"
+    );
     let e = err("mqtt.retain_available = \"yes\"\n");
-    assert_eq!(e.diagnostics[0].message, "invalid boolean \"yes\" (expected true or false)");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid boolean \"yes\" (expected true or false)"
+    );
     let e = err_env("", &[("JUNCTION_MQTT__UPGRADE_QOS", "maybe")]);
-    assert_eq!(e.diagnostics[0].message, "invalid boolean \"maybe\" (expected true or false)");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid boolean \"maybe\" (expected true or false)"
+    );
     let e = err("mqtt = 5\n");
-    assert_eq!(e.to_string(), "junction.toml:1:8: mqtt: expected a table, found integer 5");
+    assert_eq!(
+        e.to_string(),
+        "junction.toml:1:8: mqtt: expected a table, found integer 5"
+    );
     let e = err("[mqtt.max_inflight]\nx = 1\n");
-    assert_eq!(e.to_string(), "junction.toml:1:7: mqtt.max_inflight: expected an integer, found a table");
+    assert_eq!(
+        e.to_string(),
+        "junction.toml:1:7: mqtt.max_inflight: expected an integer, found a table"
+    );
     let e = err("node.name = 5\n");
-    assert_eq!(e.diagnostics[0].message, "expected a string, found integer 5");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "expected a string, found integer 5"
+    );
     let e = err("mqtt.keepalive_multiplier = 0\n");
-    assert_eq!(e.diagnostics[0].message, "invalid value: number 0 (expected a number greater than 0)");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid value: number 0 (expected a number greater than 0)"
+    );
     let e = err("listeners.ws.default.websocket.mqtt_path = \"mqtt\"\n");
-    assert_eq!(e.diagnostics[0].message, "invalid path \"mqtt\" (must start with \"/\")");
+    assert_eq!(
+        e.diagnostics[0].message,
+        "invalid path \"mqtt\" (must start with \"/\")"
+    );
 }
 
 #[test]
@@ -297,7 +428,10 @@ bind = \"nowhere\"
 ";
     let e = err_env(
         text,
-        &[("JUNCTION_MQTT__MAX_AWAITING_REL", "abc"), ("JUNCTION_NODE__NAMEX", "n")],
+        &[
+            ("JUNCTION_MQTT__MAX_AWAITING_REL", "abc"),
+            ("JUNCTION_NODE__NAMEX", "n"),
+        ],
     );
     let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -321,7 +455,11 @@ fn syntax_error_has_position() {
     let d = &e.diagnostics[0];
     assert_eq!(d.kind, DiagnosticKind::Syntax);
     assert_eq!((d.line, d.col), (2, 16));
-    assert!(e.to_string().starts_with("junction.toml:2:16: invalid TOML: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("junction.toml:2:16: invalid TOML: "),
+        "{e}"
+    );
     let e = err("a = 1\na = 2\n");
     assert_eq!(e.diagnostics[0].kind, DiagnosticKind::Syntax);
 }
@@ -349,7 +487,10 @@ fn env_values_are_toml_or_plain_strings() {
     assert_eq!(c.mqtt.session_expiry_interval, Duration::from_secs(3600));
     // An env var replacing a whole section with a scalar is a type error.
     let e = err_env("", &[("JUNCTION_MQTT", "1")]);
-    assert_eq!(e.to_string(), "env JUNCTION_MQTT: expected a table, found integer 1");
+    assert_eq!(
+        e.to_string(),
+        "env JUNCTION_MQTT: expected a table, found integer 1"
+    );
 }
 
 #[test]
@@ -396,4 +537,51 @@ fn mqueue_len_zero_means_unlimited() {
     assert_eq!(c.mqtt.max_mqueue_len, None);
     let c = Config::from_toml_str("mqtt.max_mqueue_len = 5", "x").unwrap();
     assert_eq!(c.mqtt.max_mqueue_len, Some(5));
+}
+
+#[test]
+fn env_names_that_are_not_config() {
+    // Test tooling variables pass through; single-underscore typos do not.
+    let c = load_from_str(
+        "",
+        "x",
+        env(&[
+            ("JUNCTION_BIN", "/x/junction"),
+            ("JUNCTION_REQUIRE_SERVICES", "1"),
+            ("JUNCTION_VENV", "/v"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c, Config::default());
+    let e = err_env(
+        "",
+        &[
+            ("JUNCTION_MQTT_MAX_INFLIGHT", "5"),
+            ("JUNCTION_SYS_TOPICS_SYS_MSG_INTERVAL", "1s"),
+        ],
+    );
+    assert_eq!(
+        e.to_string(),
+        "env JUNCTION_MQTT_MAX_INFLIGHT: invalid variable name: key levels are separated by a double underscore \
+         (did you mean JUNCTION_MQTT__MAX_INFLIGHT?)\n\
+         env JUNCTION_SYS_TOPICS_SYS_MSG_INTERVAL: invalid variable name: key levels are separated by a double \
+         underscore (did you mean JUNCTION_SYS_TOPICS__SYS_MSG_INTERVAL?)"
+    );
+    let e = err_env("", &[("JUNCTION_NODE", "x")]);
+    assert_eq!(
+        e.to_string(),
+        "env JUNCTION_NODE: expected a table, found string \"x\""
+    );
+}
+
+#[test]
+fn top_level_keys_match_schema() {
+    let e = err("zzzzzz = 1");
+    assert_eq!(
+        e.diagnostics[0].message,
+        format!(
+            "unknown key `zzzzzz` (expected one of: {})",
+            TOP_LEVEL_KEYS.join(", ")
+        )
+    );
 }

@@ -43,7 +43,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+    for (unit, len) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
         if ms >= len {
             out.push_str(&format!("{}{unit}", ms / len));
             ms %= len;
@@ -65,7 +71,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid duration {s:?}: a duration needs a unit ({DURATION_HINT})"));
+        return Err(format!(
+            "invalid duration {s:?}: a duration needs a unit ({DURATION_HINT})"
+        ));
     }
     let mut rest = t.as_str();
     let mut total: u64 = 0;
@@ -114,7 +122,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" | "TB" => 1 << 40,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Parses `"<amount>/<period>"`; the period is a bare unit (`s`, `m`, `h`, ...)
@@ -141,7 +150,9 @@ pub fn parse_rate(s: &str, bytes: bool) -> Result<Rate, String> {
     }
     .map_err(|_| bad())?;
     if amount == 0 || period.is_zero() {
-        return Err(format!("invalid rate {s:?}: must be positive (use \"infinity\" for no limit)"));
+        return Err(format!(
+            "invalid rate {s:?}: must be positive (use \"infinity\" for no limit)"
+        ));
     }
     Ok(Rate { amount, period })
 }
@@ -221,13 +232,17 @@ where
 }
 
 /// `"infinity"` (None) or an integer in `MIN..=MAX`.
-pub(crate) fn int_or_infinity<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn int_or_infinity<'de, D, T, const MIN: i64, const MAX: i64>(
+    d: D,
+) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
 {
     match scalar(d, "an integer or \"infinity\"")? {
-        Scalar::Int(v) => check_range(v, MIN.into(), MAX.into()).map(Some).map_err(de::Error::custom),
+        Scalar::Int(v) => check_range(v, MIN.into(), MAX.into())
+            .map(Some)
+            .map_err(de::Error::custom),
         Scalar::Str(s) if is_word(&s, "infinity") => Ok(None),
         Scalar::Str(s) => Err(de::Error::custom(format!(
             "invalid value {s:?} (expected an integer or \"infinity\")"
@@ -236,13 +251,17 @@ where
 }
 
 /// `"disabled"` (None) or an integer in `MIN..=MAX`.
-pub(crate) fn int_or_disabled<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn int_or_disabled<'de, D, T, const MIN: i64, const MAX: i64>(
+    d: D,
+) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
 {
     match scalar(d, "an integer or \"disabled\"")? {
-        Scalar::Int(v) => check_range(v, MIN.into(), MAX.into()).map(Some).map_err(de::Error::custom),
+        Scalar::Int(v) => check_range(v, MIN.into(), MAX.into())
+            .map(Some)
+            .map_err(de::Error::custom),
         Scalar::Str(s) if is_word(&s, "disabled") => Ok(None),
         Scalar::Str(s) => Err(de::Error::custom(format!(
             "invalid value {s:?} (expected an integer or \"disabled\")"
@@ -271,7 +290,9 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
 }
 
 /// `"infinity"` (None) or a duration.
-pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     match scalar(d, "a duration such as \"30s\" or \"infinity\"")? {
         Scalar::Str(s) if is_word(&s, "infinity") => Ok(None),
         v => duration_from(v).map(Some),
@@ -279,13 +300,17 @@ pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<Op
 }
 
 /// `"disabled"` (None) or a non-zero duration.
-pub(crate) fn duration_or_disabled<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration_or_disabled<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     match scalar(d, "a duration such as \"30s\" or \"disabled\"")? {
         Scalar::Str(s) if is_word(&s, "disabled") => Ok(None),
         v => {
             let dur = duration_from(v)?;
             if dur.is_zero() {
-                Err(de::Error::custom("a zero interval is not allowed (use \"disabled\")"))
+                Err(de::Error::custom(
+                    "a zero interval is not allowed (use \"disabled\")",
+                ))
             } else {
                 Ok(Some(dur))
             }
@@ -300,9 +325,8 @@ where
 {
     let n = match scalar(d, "a size such as \"1MB\"")? {
         Scalar::Str(s) => parse_size(&s).map_err(de::Error::custom)?,
-        Scalar::Int(n) => u64::try_from(n).map_err(|_| {
-            de::Error::custom(format!("invalid size {n} ({SIZE_HINT})"))
-        })?,
+        Scalar::Int(n) => u64::try_from(n)
+            .map_err(|_| de::Error::custom(format!("invalid size {n} ({SIZE_HINT})")))?,
     };
     if n < MIN || n > MAX {
         return Err(de::Error::custom(format!(
@@ -312,7 +336,10 @@ where
     Ok(n)
 }
 
-fn rate_or_infinity<'de, D: Deserializer<'de>>(d: D, bytes: bool) -> Result<Option<Rate>, D::Error> {
+fn rate_or_infinity<'de, D: Deserializer<'de>>(
+    d: D,
+    bytes: bool,
+) -> Result<Option<Rate>, D::Error> {
     match scalar(d, "a rate such as \"1000/s\" or \"infinity\"")? {
         Scalar::Str(s) if is_word(&s, "infinity") => Ok(None),
         Scalar::Str(s) => parse_rate(&s, bytes).map(Some).map_err(de::Error::custom),
@@ -369,7 +396,10 @@ pub(crate) fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Er
             if v.is_finite() && v > 0.0 {
                 Ok(v)
             } else {
-                Err(E::invalid_value(Unexpected::Float(v), &"a number greater than 0"))
+                Err(E::invalid_value(
+                    Unexpected::Float(v),
+                    &"a number greater than 0",
+                ))
             }
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
@@ -389,7 +419,9 @@ pub(crate) fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Er
 pub(crate) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s: String = serde::Deserialize::deserialize(d)?;
     if !s.starts_with('/') {
-        return Err(de::Error::custom(format!("invalid path {s:?} (must start with \"/\")")));
+        return Err(de::Error::custom(format!(
+            "invalid path {s:?} (must start with \"/\")"
+        )));
     }
     Ok(s)
 }
@@ -419,7 +451,10 @@ mod tests {
         for bad in ["", "30", "s", "30x", "3 0s", "1.5s", "-1s", "30s5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(format_duration(Duration::from_millis(5_400_100)), "1h30m100ms");
+        assert_eq!(
+            format_duration(Duration::from_millis(5_400_100)),
+            "1h30m100ms"
+        );
     }
 
     #[test]
@@ -439,7 +474,10 @@ mod tests {
         let r = parse_rate("1000/s", false).unwrap();
         assert_eq!((r.amount, r.period), (1000, Duration::from_secs(1)));
         assert_eq!(parse_rate("600/m", false).unwrap().per_second(), 10.0);
-        assert_eq!(parse_rate("100/10s", false).unwrap().period, Duration::from_secs(10));
+        assert_eq!(
+            parse_rate("100/10s", false).unwrap().period,
+            Duration::from_secs(10)
+        );
         assert_eq!(parse_rate("1MB/s", true).unwrap().amount, 1 << 20);
         for bad in ["1000", "x/s", "1000/x", "0/s", "10/0s", "1MB/s"] {
             assert!(parse_rate(bad, false).is_err(), "{bad}");
@@ -450,8 +488,14 @@ mod tests {
     #[test]
     fn binds() {
         assert_eq!(parse_bind("1883").unwrap(), "0.0.0.0:1883".parse().unwrap());
-        assert_eq!(parse_bind(":1883").unwrap(), "0.0.0.0:1883".parse().unwrap());
-        assert_eq!(parse_bind("[::1]:1883").unwrap(), "[::1]:1883".parse().unwrap());
+        assert_eq!(
+            parse_bind(":1883").unwrap(),
+            "0.0.0.0:1883".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("[::1]:1883").unwrap(),
+            "[::1]:1883".parse().unwrap()
+        );
         assert!(parse_bind("localhost:1883").is_err());
         assert!(parse_bind("99999").is_err());
     }

@@ -174,6 +174,13 @@ impl Broker {
         }
     }
 
+    /// Commit every store write and close the store (at shutdown).
+    pub fn close_store(&self) {
+        if let Some(s) = &self.store {
+            s.close();
+        }
+    }
+
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
     }

@@ -66,6 +66,8 @@ pub enum StoreOp {
     DelRel(String, u16),
     /// Commit everything before this, then answer.
     Flush(std::sync::mpsc::SyncSender<()>),
+    /// Commit everything before this, close the database, answer, and stop the writer.
+    Close(std::sync::mpsc::SyncSender<()>),
 }
 
 /// One persisted session as loaded at startup.
@@ -141,6 +143,13 @@ impl Store {
         self.submit(StoreOp::Flush(tx));
         let _ = rx.recv_timeout(Duration::from_secs(30));
     }
+
+    /// Commit everything and close the database (it can then be opened again).
+    pub fn close(&self) {
+        let (tx, rx) = sync_channel(1);
+        self.submit(StoreOp::Close(tx));
+        let _ = rx.recv_timeout(Duration::from_secs(30));
+    }
 }
 
 fn init_tables(db: &Database) -> Result<(), redb::Error> {
@@ -196,7 +205,7 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
             let deadline = Instant::now() + d;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || matches!(batch.last(), Some(StoreOp::Flush(_))) {
+                if left.is_zero() || matches!(batch.last(), Some(StoreOp::Flush(_) | StoreOp::Close(_))) {
                     break;
                 }
                 match rx.recv_timeout(left) {
@@ -214,7 +223,8 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
         }
         let n = batch.len() as i64;
         let mut flushes = Vec::new();
-        if let Err(e) = apply(&db, &mut batch, &mut flushes) {
+        let mut close = None;
+        if let Err(e) = apply(&db, &mut batch, &mut flushes, &mut close) {
             metrics.store_errors.inc();
             tracing::error!(error = %e, ops = n, "Store commit failed.");
         }
@@ -223,10 +233,20 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
         for f in flushes {
             let _ = f.send(());
         }
+        if let Some(c) = close {
+            drop(db);
+            let _ = c.send(());
+            return;
+        }
     }
 }
 
-fn apply(db: &Database, batch: &mut Vec<StoreOp>, flushes: &mut Vec<SyncSender<()>>) -> Result<(), redb::Error> {
+fn apply(
+    db: &Database,
+    batch: &mut Vec<StoreOp>,
+    flushes: &mut Vec<SyncSender<()>>,
+    close: &mut Option<SyncSender<()>>,
+) -> Result<(), redb::Error> {
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate);
     {
@@ -264,6 +284,7 @@ fn apply(db: &Database, batch: &mut Vec<StoreOp>, flushes: &mut Vec<SyncSender<(
                     rels.remove((k.as_str(), id))?;
                 }
                 StoreOp::Flush(tx) => flushes.push(tx),
+                StoreOp::Close(tx) => *close = Some(tx),
             }
         }
     }

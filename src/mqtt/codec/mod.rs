@@ -4,7 +4,17 @@
 //! any input; every malformed frame becomes a [`DecodeError`] that carries the
 //! MQTT 5 reason code the server must close the connection with.
 
+//!
+//! Files: `packet.rs` (the packet model), `decode.rs` (framing and packet
+//! bodies), `encode.rs` (packet bodies and 3.x mappings), `properties.rs`
+//! (MQTT 5 properties, both directions).
+
+mod decode;
+mod encode;
 pub mod packet;
+mod properties;
+#[cfg(test)]
+mod proptests;
 
 pub use packet::*;
 
@@ -49,21 +59,28 @@ pub enum EncodeError {
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (nothing is
 /// consumed). On success the frame's bytes are removed from `buf`; payloads and
 /// topics share memory with it (no copy). `protocol` is `None` until CONNECT
-/// has been read: then only CONNECT (or, for a client codec, CONNACK) is
-/// acceptable and its protocol level selects the version. A frame whose
-/// remaining length exceeds `max_packet_size` is refused with `TooLarge` as
-/// soon as its fixed header is read, without buffering it.
+/// has been read: then only CONNECT is acceptable (anything else is a
+/// `Protocol` error) and its protocol name and level select the version, set
+/// in `Connect::protocol`. A client codec passes `Some(protocol)` from the
+/// start. With `Some(_)` a CONNECT is still decoded (with its own version);
+/// refusing a second CONNECT is up to the caller. A frame whose size (fixed
+/// header + remaining length) exceeds `max_packet_size` is refused with
+/// `TooLarge` as soon as its fixed header is read, without buffering it.
+/// After an error the connection must be closed: `buf` may have been consumed.
 pub fn decode(
     buf: &mut BytesMut,
     protocol: Option<Protocol>,
     max_packet_size: usize,
 ) -> Result<Option<Packet>, DecodeError> {
-    let _ = (buf, protocol, max_packet_size);
-    todo!("codec helper")
+    decode::decode(buf, protocol, max_packet_size)
 }
 
 /// Encode `packet` for `protocol`, appending to `out`; returns the frame length.
+///
+/// For 3.x, MQTT 5-only fields are dropped and reason codes are mapped to 3.x
+/// return codes. Packets with no 3.x form write nothing and return `Ok(0)`:
+/// AUTH, and a DISCONNECT with a non-zero reason (a 3.x server just closes;
+/// a reason 0 DISCONNECT is the client's and is written).
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<usize, EncodeError> {
-    let _ = (packet, protocol, out);
-    todo!("codec helper")
+    encode::encode(packet, protocol, out)
 }
