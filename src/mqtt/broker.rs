@@ -102,6 +102,17 @@ impl Default for BrokerConfig {
     }
 }
 
+/// What [`Broker::enqueue`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Dropped by the queue policy (counted).
+    Dropped,
+    Queued,
+    /// Queued, and the queue is past its high-water mark while its connection
+    /// is still draining it: the publisher should wait for it to catch up.
+    UnderPressure,
+}
+
 /// Result of attaching a connection to a session.
 pub struct Attached {
     pub session: Arc<Session>,
@@ -171,6 +182,19 @@ impl Broker {
     pub fn flush_store(&self) {
         if let Some(s) = &self.store {
             s.flush();
+        }
+    }
+
+    /// With `sync_mode = "every_write"`: the store position a connection must
+    /// wait for before acknowledging what it just handled. None otherwise.
+    pub fn durability_mark(&self) -> Option<u64> {
+        self.store.as_ref().filter(|s| s.sync_every_write()).map(Store::submitted)
+    }
+
+    /// Wait until the store has committed up to `mark`.
+    pub async fn wait_durable(&self, mark: u64) {
+        if let Some(s) = &self.store {
+            s.wait_committed(mark).await;
         }
     }
 
@@ -367,7 +391,7 @@ impl Broker {
                 let mut nd = d.clone();
                 nd.qos = nd.msg.qos.min(sub.opts.qos());
                 nd.seq = 0;
-                self.enqueue(&sub.session, nd);
+                let _ = self.enqueue(&sub.session, nd);
             } else {
                 self.metrics.drop_count(DropReason::NoSubscribers);
             }
@@ -436,7 +460,14 @@ impl Broker {
 
     /// Publish a message into the broker: update retained state, route to
     /// subscribers, emit `message.publish`. Returns the number of sessions it went to.
-    pub fn publish(&self, mut msg: Message) -> usize {
+    pub fn publish(&self, msg: Message) -> usize {
+        self.publish_from_client(msg).0
+    }
+
+    /// [`publish`](Self::publish), also returning a subscriber session whose
+    /// queue is filling while it still drains: the publishing connection should
+    /// pause reading until that session catches up (see [`Session::wait_drained`]).
+    pub fn publish_from_client(&self, mut msg: Message) -> (usize, Option<Arc<Session>>) {
         if msg.expires_at_ms.is_none() {
             if let Some(secs) = self.cfg.message_expiry_interval {
                 msg.expires_at_ms = Some(msg.received_at_ms + u64::from(secs) * 1000);
@@ -450,7 +481,8 @@ impl Broker {
             let m = msg.clone();
             self.emit(|| BrokerEvent::Publish(m));
         }
-        let n = self.route(&msg);
+        let mut pressure = None;
+        let n = self.route(&msg, &mut pressure);
         if n == 0 {
             self.metrics.drop_count(DropReason::NoSubscribers);
             if self.events.is_some() {
@@ -461,7 +493,7 @@ impl Broker {
                 });
             }
         }
-        n
+        (n, pressure)
     }
 
     fn set_retained(&self, msg: &Arc<Message>) {
@@ -479,7 +511,7 @@ impl Broker {
     }
 
     /// Route to every matching session; returns how many sessions got it.
-    fn route(&self, msg: &Arc<Message>) -> usize {
+    fn route(&self, msg: &Arc<Message>, pressure: &mut Option<Arc<Session>>) -> usize {
         let mut targets: Vec<(Subscriber, Option<ShareRef>)> = Vec::new();
         {
             let tree = self.subs.read();
@@ -531,8 +563,13 @@ impl Broker {
                 share: share.clone(),
                 seq: 0,
             };
-            if self.enqueue(&first.session, d) {
-                count += 1;
+            match self.enqueue(&first.session, d) {
+                Enqueued::Dropped => {}
+                Enqueued::Queued => count += 1,
+                Enqueued::UnderPressure => {
+                    count += 1;
+                    *pressure = Some(first.session.clone());
+                }
             }
             i = j;
         }
@@ -571,15 +608,15 @@ impl Broker {
     /// queued QoS 0 message if there is one; else drop the new message if it
     /// is QoS 0; else drop the oldest queued message. Every drop is counted
     /// (`junction_messages_dropped_total{reason="queue_full"}`).
-    pub fn enqueue(&self, session: &Arc<Session>, mut d: Delivery) -> bool {
+    pub fn enqueue(&self, session: &Arc<Session>, mut d: Delivery) -> Enqueued {
         let mut st = session.state.lock();
         if st.terminated {
-            return false;
+            return Enqueued::Dropped;
         }
         if d.qos == QoS::AtMostOnce && !st.is_online() && !self.cfg.mqueue_store_qos0 {
             drop(st);
             self.dropped(session, &d.msg, DropReason::Qos0Offline);
-            return false;
+            return Enqueued::Dropped;
         }
         if st.mqueue.len() >= self.cfg.max_mqueue_len {
             let victim = match st.mqueue.iter().position(|q| q.qos == QoS::AtMostOnce) {
@@ -587,7 +624,7 @@ impl Broker {
                 None if d.qos == QoS::AtMostOnce => {
                     drop(st);
                     self.dropped(session, &d.msg, DropReason::QueueFull);
-                    return false;
+                    return Enqueued::Dropped;
                 }
                 None => st.mqueue.pop_front(),
             };
@@ -608,11 +645,21 @@ impl Broker {
         st.mqueue.push_back(d);
         self.metrics.queued.inc();
         let online = st.is_online();
+        let pressure = online && st.mqueue.len() >= self.high_water() && st.draining();
         drop(st);
         if online {
             session.notify.notify_one();
         }
-        true
+        if pressure {
+            Enqueued::UnderPressure
+        } else {
+            Enqueued::Queued
+        }
+    }
+
+    /// Queue length above which publishers to a draining session are paused.
+    pub fn high_water(&self) -> usize {
+        (self.cfg.max_mqueue_len / 2).clamp(1, 10_000)
     }
 
     /// Count (and report) a delivery that will not happen.

@@ -184,6 +184,8 @@ struct Conn<S> {
     msg_bucket: Option<Bucket>,
     byte_bucket: Option<Bucket>,
     throttle_until: Option<Instant>,
+    /// A subscriber session this client is flooding: reading pauses until it drains.
+    pressure: Option<Arc<Session>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
@@ -361,6 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             msg_bucket: settings.messages_rate.map(Bucket::new),
             byte_bucket: settings.bytes_rate.map(Bucket::new),
             throttle_until: None,
+            pressure: None,
         };
         let ack = Packet::ConnAck(ConnAck {
             session_present: attached.session_present,
@@ -411,8 +414,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 self.drain();
             }
-            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER && self.throttle_until.is_none();
+            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER && self.throttle_until.is_none() && self.pressure.is_none();
             let throttle = self.throttle_until;
+            let pressure = self.pressure.clone();
+            let low = self.broker.high_water() / 2;
             tokio::select! {
                 biased;
                 c = ctrl.recv() => {
@@ -447,7 +452,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                                 }
                             }
                             deadline = self.keepalive_deadline();
-                            match self.process_input() {
+                            let mark = self.broker.durability_mark();
+                            let handled = self.process_input();
+                            // sync_mode = every_write: acknowledge only what is on disk.
+                            if let (Some(before), Some(after)) = (mark, self.broker.durability_mark()) {
+                                if after > before {
+                                    self.broker.wait_durable(after).await;
+                                }
+                            }
+                            match handled {
                                 Ok(None) => {}
                                 Ok(Some(exit)) => return exit,
                                 Err(Fail::Protocol(code, why)) => {
@@ -466,6 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 }
                 _ = self.session.notify.notified() => {}
                 _ = sleep_until_opt(throttle) => { self.throttle_until = None; }
+                _ = wait_pressure(pressure, low) => { self.pressure = None; }
                 _ = sleep_until_opt(deadline) => {
                     self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
                     return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
@@ -534,6 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 return;
             }
             let persistent = st.persistent();
+            st.last_drain = Some(std::time::Instant::now());
             while out.len() < DRAIN_BATCH {
                 let Some(front) = st.mqueue.front() else { break };
                 if front.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_quota {
@@ -564,6 +579,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     pkid
                 };
                 out.push((d, pkid));
+            }
+            if !out.is_empty() && st.mqueue.len() < broker.high_water() / 2 {
+                self.session.drained.notify_waiters();
             }
         }
         for (d, pkid) in out {
@@ -663,7 +681,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if let Some(exit) = self.handle(packet)? {
                 return Ok(Some(exit));
             }
-            if self.throttle_until.is_some() {
+            if self.throttle_until.is_some() || self.pressure.is_some() {
                 return Ok(None);
             }
         }
@@ -779,7 +797,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         let (pkid, qos) = (p.pkid, p.qos);
         let msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone())).with_properties(p.properties);
-        let n = self.broker.publish(msg);
+        let (n, pressure) = self.broker.publish_from_client(msg);
+        if pressure.is_some() {
+            self.pressure = pressure;
+        }
         let code = if n == 0 && v5 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
         match qos {
             QoS::AtMostOnce => {}
@@ -969,7 +990,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }));
         // Retained messages follow the SUBACK, through the session queue (flow control applies).
         for d in retained {
-            self.broker.enqueue(&self.session, d);
+            let _ = self.broker.enqueue(&self.session, d);
         }
         Ok(())
     }
@@ -998,7 +1019,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
             self.expiry = e.min(self.broker.cfg.max_session_expiry);
         }
-        let with_will = d.reason == reason::DISCONNECT_WITH_WILL;
+        // MQTT 5 §3.14.4: only reason 0x00 discards the will; 0x04 and every error code publish it.
+        let with_will = d.reason != reason::NORMAL_DISCONNECTION;
         if !with_will {
             self.will = None;
         }
@@ -1039,6 +1061,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 broker.publish(msg);
             }
         });
+    }
+}
+
+async fn wait_pressure(s: Option<Arc<Session>>, low: usize) {
+    match s {
+        Some(s) => s.wait_drained(low, Duration::from_millis(200)).await,
+        None => std::future::pending().await,
     }
 }
 

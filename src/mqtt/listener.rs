@@ -236,7 +236,10 @@ async fn serve_ws<S>(
             },
         }
     }
+    // Closing our write side gives the connection task EOF (an abnormal close: the will goes out).
+    let _ = pipe_tx.shutdown().await;
     drop(pipe_tx);
+    drop(pipe_rx);
     let _ = ws_tx.close().await;
     let _ = conn.await;
 }

@@ -108,6 +108,8 @@ pub struct SessionState {
     pub generation: u64,
     pub terminated: bool,
     pub disconnected_at_ms: Option<u64>,
+    /// Last time the connection took messages from the queue (or found it empty).
+    pub last_drain: Option<std::time::Instant>,
 }
 
 impl SessionState {
@@ -118,6 +120,13 @@ impl SessionState {
 
     pub fn is_online(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Whether the attached connection is keeping up at all: it drained within
+    /// the last second. A subscriber that stopped reading is not "draining",
+    /// so publishers are not held back for it; its queue fills and drops instead.
+    pub fn draining(&self) -> bool {
+        self.last_drain.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
     }
 
     /// Next free packet identifier (skips ids still in flight).
@@ -151,6 +160,8 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the connection task when messages are queued.
     pub notify: Notify,
+    /// Wakes publishers paused by back-pressure when the queue falls below half the high-water mark.
+    pub drained: Notify,
 }
 
 impl Session {
@@ -162,7 +173,22 @@ impl Session {
                 ..Default::default()
             }),
             notify: Notify::new(),
+            drained: Notify::new(),
         })
+    }
+
+    /// Wait (at most `max`) until the queue is below `low`.
+    pub async fn wait_drained(&self, low: usize, max: std::time::Duration) {
+        let notified = self.drained.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = self.state.lock();
+            if st.mqueue.len() < low || !st.is_online() || !st.draining() {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(max, notified).await;
     }
 }
 

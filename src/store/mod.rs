@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,11 +87,26 @@ pub struct Loaded {
     pub sessions: Vec<LoadedSession>,
 }
 
+/// Progress of the writer, for callers that must not answer before their writes are on disk.
+#[derive(Default)]
+struct Progress {
+    /// Operations handed to the writer (each gets the next sequence number).
+    submitted: AtomicU64,
+    /// Operations committed (all with sequence number <= this are on disk).
+    committed: AtomicU64,
+    /// Woken after every commit.
+    notify: tokio::sync::Notify,
+    /// Numbering and sending happen together, so sequence order is channel order.
+    order: parking_lot::Mutex<()>,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: SyncSender<StoreOp>,
     metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
+    mode: SyncMode,
 }
 
 impl Store {
@@ -112,16 +128,54 @@ impl Store {
         let loaded = load(&db)?;
         let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
         let m = metrics.clone();
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
         std::thread::Builder::new()
             .name("junction-store".into())
-            .spawn(move || writer(db, rx, mode, m))
+            .spawn(move || writer(db, rx, mode, m, p))
             .map_err(|source| StoreError::Dir { path, source })?;
-        Ok((Store { tx, metrics }, loaded))
+        Ok((
+            Store {
+                tx,
+                metrics,
+                progress,
+                mode,
+            },
+            loaded,
+        ))
+    }
+
+    /// Sequence number of the last operation submitted.
+    pub fn submitted(&self) -> u64 {
+        self.progress.submitted.load(Ordering::Acquire)
+    }
+
+    /// Whether every write must be on disk before the broker acknowledges it.
+    pub fn sync_every_write(&self) -> bool {
+        self.mode == SyncMode::EveryWrite
+    }
+
+    /// Wait until every operation up to `seq` is committed.
+    pub async fn wait_committed(&self, seq: u64) {
+        loop {
+            let notified = self.progress.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.progress.committed.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            // The timeout only guards against a writer that died.
+            if tokio::time::timeout(Duration::from_secs(5), notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Queue an operation. Blocks only while the writer is `CHANNEL_CAPACITY` operations behind.
     pub fn submit(&self, op: StoreOp) {
         self.metrics.store_pending.inc();
+        let _order = self.progress.order.lock();
+        self.progress.submitted.fetch_add(1, Ordering::AcqRel);
         let op = match self.tx.try_send(op) {
             Ok(()) => return,
             Err(TrySendError::Full(op)) => op,
@@ -194,7 +248,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
     Ok(out)
 }
 
-fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metrics>) {
+fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metrics>, progress: Arc<Progress>) {
     let mut batch = Vec::new();
     loop {
         match rx.recv() {
@@ -230,6 +284,8 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
         }
         batch.clear();
         metrics.store_pending.add(-n);
+        progress.committed.fetch_add(n as u64, Ordering::AcqRel);
+        progress.notify.notify_waiters();
         for f in flushes {
             let _ = f.send(());
         }
