@@ -28,7 +28,10 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
-    Http { addr: SocketAddr, source: std::io::Error },
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A bound listener's address, as printed at startup (`LISTENING <kind> <name> <addr>`).
@@ -113,11 +116,16 @@ pub async fn start(cfg: &Config) -> Result<Running, AppError> {
         let transport = match l.kind {
             ListenerKind::Tcp => Transport::Tcp,
             ListenerKind::Ws => Transport::Ws {
-                path: l.websocket.map(|w| w.mqtt_path.clone()).unwrap_or_else(|| "/mqtt".into()),
+                path: l
+                    .websocket
+                    .map(|w| w.mqtt_path.clone())
+                    .unwrap_or_else(|| "/mqtt".into()),
             },
             ListenerKind::Ssl | ListenerKind::Wss => {
                 let Some(ssl) = l.ssl_options else { continue };
-                let (Some(cert), Some(key)) = (&ssl.certfile, &ssl.keyfile) else { continue };
+                let (Some(cert), Some(key)) = (&ssl.certfile, &ssl.keyfile) else {
+                    continue;
+                };
                 let acceptor = listener::tls_acceptor(
                     cert,
                     key,
@@ -130,7 +138,10 @@ pub async fn start(cfg: &Config) -> Result<Running, AppError> {
                 } else {
                     Transport::Wss {
                         acceptor,
-                        path: l.websocket.map(|w| w.mqtt_path.clone()).unwrap_or_else(|| "/mqtt".into()),
+                        path: l
+                            .websocket
+                            .map(|w| w.mqtt_path.clone())
+                            .unwrap_or_else(|| "/mqtt".into()),
                     }
                 }
             }
@@ -156,10 +167,12 @@ pub async fn start(cfg: &Config) -> Result<Running, AppError> {
     }
     let http = &cfg.dashboard.listeners.http;
     if http.enable {
-        let l = TcpListener::bind(http.bind).await.map_err(|source| AppError::Http {
-            addr: http.bind,
-            source,
-        })?;
+        let l = TcpListener::bind(http.bind)
+            .await
+            .map_err(|source| AppError::Http {
+                addr: http.bind,
+                source,
+            })?;
         let addr = l.local_addr().map_err(|source| AppError::Http {
             addr: http.bind,
             source,
@@ -172,7 +185,11 @@ pub async fn start(cfg: &Config) -> Result<Running, AppError> {
         tracker.spawn(crate::api::serve(l, broker.clone(), shutdown.clone()));
     }
     if let Some(interval) = cfg.sys_topics.sys_msg_interval {
-        tracker.spawn(crate::mqtt::sys::run(broker.clone(), interval, shutdown.clone()));
+        tracker.spawn(crate::mqtt::sys::run(
+            broker.clone(),
+            interval,
+            shutdown.clone(),
+        ));
     }
     Ok(Running {
         broker,
@@ -193,7 +210,10 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("Some connections did not close within 5 s.");
         }
         let broker = self.broker.clone();

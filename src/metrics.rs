@@ -82,7 +82,10 @@ pub struct Metrics {
 impl Metrics {
     #[inline]
     pub fn drop_count(&self, reason: DropReason) {
-        let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.dropped[i].inc();
     }
 
@@ -96,27 +99,106 @@ impl Metrics {
         let gauge = |s: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(&mut s, "junction_connections", "Open client connections.", self.connections.get());
-        gauge(&mut s, "junction_sessions", "Sessions, online and offline.", self.sessions.get());
-        gauge(&mut s, "junction_subscriptions", "Subscriptions.", self.subscriptions.get());
-        gauge(&mut s, "junction_retained_messages", "Retained messages.", self.retained.get());
-        gauge(&mut s, "junction_queued_messages", "Messages queued in sessions.", self.queued.get());
-        gauge(&mut s, "junction_store_pending_operations", "Store writes not yet committed.", self.store_pending.get());
+        gauge(
+            &mut s,
+            "junction_connections",
+            "Open client connections.",
+            self.connections.get(),
+        );
+        gauge(
+            &mut s,
+            "junction_sessions",
+            "Sessions, online and offline.",
+            self.sessions.get(),
+        );
+        gauge(
+            &mut s,
+            "junction_subscriptions",
+            "Subscriptions.",
+            self.subscriptions.get(),
+        );
+        gauge(
+            &mut s,
+            "junction_retained_messages",
+            "Retained messages.",
+            self.retained.get(),
+        );
+        gauge(
+            &mut s,
+            "junction_queued_messages",
+            "Messages queued in sessions.",
+            self.queued.get(),
+        );
+        gauge(
+            &mut s,
+            "junction_store_pending_operations",
+            "Store writes not yet committed.",
+            self.store_pending.get(),
+        );
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut s, "junction_connections_total", "Accepted connections.", self.connections_total.get());
-        counter(&mut s, "junction_connections_refused_total", "CONNECTs refused.", self.connections_refused.get());
-        counter(&mut s, "junction_bytes_received_total", "Bytes received.", self.bytes_received.get());
-        counter(&mut s, "junction_bytes_sent_total", "Bytes sent.", self.bytes_sent.get());
-        counter(&mut s, "junction_packets_received_total", "Packets received.", self.packets_received.get());
-        counter(&mut s, "junction_packets_sent_total", "Packets sent.", self.packets_sent.get());
-        counter(&mut s, "junction_protocol_errors_total", "Connections closed for bad packets.", self.protocol_errors.get());
-        counter(&mut s, "junction_events_dropped_total", "Events the rule engine channel refused.", self.events_dropped.get());
-        counter(&mut s, "junction_store_errors_total", "Failed store writes.", self.store_errors.get());
+        counter(
+            &mut s,
+            "junction_connections_total",
+            "Accepted connections.",
+            self.connections_total.get(),
+        );
+        counter(
+            &mut s,
+            "junction_connections_refused_total",
+            "CONNECTs refused.",
+            self.connections_refused.get(),
+        );
+        counter(
+            &mut s,
+            "junction_bytes_received_total",
+            "Bytes received.",
+            self.bytes_received.get(),
+        );
+        counter(
+            &mut s,
+            "junction_bytes_sent_total",
+            "Bytes sent.",
+            self.bytes_sent.get(),
+        );
+        counter(
+            &mut s,
+            "junction_packets_received_total",
+            "Packets received.",
+            self.packets_received.get(),
+        );
+        counter(
+            &mut s,
+            "junction_packets_sent_total",
+            "Packets sent.",
+            self.packets_sent.get(),
+        );
+        counter(
+            &mut s,
+            "junction_protocol_errors_total",
+            "Connections closed for bad packets.",
+            self.protocol_errors.get(),
+        );
+        counter(
+            &mut s,
+            "junction_events_dropped_total",
+            "Events the rule engine channel refused.",
+            self.events_dropped.get(),
+        );
+        counter(
+            &mut s,
+            "junction_store_errors_total",
+            "Failed store writes.",
+            self.store_errors.get(),
+        );
         let _ = writeln!(s, "# HELP junction_messages_received_total Messages received by QoS.\n# TYPE junction_messages_received_total counter");
         for (q, c) in self.messages_received.iter().enumerate() {
-            let _ = writeln!(s, "junction_messages_received_total{{qos=\"{q}\"}} {}", c.get());
+            let _ = writeln!(
+                s,
+                "junction_messages_received_total{{qos=\"{q}\"}} {}",
+                c.get()
+            );
         }
         let _ = writeln!(s, "# HELP junction_messages_sent_total Messages sent by QoS.\n# TYPE junction_messages_sent_total counter");
         for (q, c) in self.messages_sent.iter().enumerate() {
@@ -124,7 +206,12 @@ impl Metrics {
         }
         let _ = writeln!(s, "# HELP junction_messages_dropped_total Deliveries dropped by reason.\n# TYPE junction_messages_dropped_total counter");
         for (r, c) in DropReason::ALL.iter().zip(self.dropped.iter()) {
-            let _ = writeln!(s, "junction_messages_dropped_total{{reason=\"{}\"}} {}", r.as_str(), c.get());
+            let _ = writeln!(
+                s,
+                "junction_messages_dropped_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                c.get()
+            );
         }
         s
     }

@@ -12,7 +12,11 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Connect a v3.1.1 client; incoming PUBLISHes are forwarded on the returned channel.
-async fn client(addr: std::net::SocketAddr, id: &str, clean: bool) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
+async fn client(
+    addr: std::net::SocketAddr,
+    id: &str,
+    clean: bool,
+) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_clean_session(clean);
@@ -38,12 +42,18 @@ async fn client(addr: std::net::SocketAddr, id: &str, clean: bool) -> (AsyncClie
             }
         }
     });
-    timeout(WAIT, ready_rx).await.expect("connack in time").expect("connected");
+    timeout(WAIT, ready_rx)
+        .await
+        .expect("connack in time")
+        .expect("connected");
     (c, rx)
 }
 
 async fn recv(rx: &mut mpsc::Receiver<rumqttc::Publish>) -> rumqttc::Publish {
-    timeout(WAIT, rx.recv()).await.expect("message in time").expect("channel open")
+    timeout(WAIT, rx.recv())
+        .await
+        .expect("message in time")
+        .expect("channel open")
 }
 
 #[tokio::test]
@@ -51,19 +61,30 @@ async fn pubsub_all_qos_levels() {
     let dir = tempfile::tempdir().unwrap();
     let b = common::start_in(dir.path(), &[]).await;
     let (sub, mut rx) = client(b.tcp, "sub", true).await;
-    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce).await.unwrap();
+    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (publ, _prx) = client(b.tcp, "pub", true).await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
-        publ.publish(format!("sensors/{i}/temp"), qos, false, format!("m{i}")).await.unwrap();
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        publ.publish(format!("sensors/{i}/temp"), qos, false, format!("m{i}"))
+            .await
+            .unwrap();
         let p = recv(&mut rx).await;
         assert_eq!(p.topic, format!("sensors/{i}/temp"));
         assert_eq!(p.payload, Bytes::from(format!("m{i}")));
         assert_eq!(p.qos, qos);
     }
     // A topic the filter does not match is not delivered.
-    publ.publish("sensors/x/humidity", QoS::AtLeastOnce, false, "no").await.unwrap();
-    publ.publish("sensors/y/temp", QoS::AtLeastOnce, false, "yes").await.unwrap();
+    publ.publish("sensors/x/humidity", QoS::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    publ.publish("sensors/y/temp", QoS::AtLeastOnce, false, "yes")
+        .await
+        .unwrap();
     assert_eq!(recv(&mut rx).await.payload, Bytes::from("yes"));
     b.running.stop().await;
 }
@@ -80,7 +101,9 @@ async fn offline_messages_queue_for_persistent_session() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (publ, _prx) = client(b.tcp, "pub2", true).await;
     for i in 0..10 {
-        publ.publish(format!("q/{i}"), QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        publ.publish(format!("q/{i}"), QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_sub2, mut rx2) = client(b.tcp, "durable-sub", false).await;
@@ -96,21 +119,28 @@ async fn retained_and_sessions_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let b = common::start_in(dir.path(), &[]).await;
     let (publ, _prx) = client(b.tcp, "pub3", true).await;
-    publ.publish("status/door", QoS::AtLeastOnce, true, "open").await.unwrap();
+    publ.publish("status/door", QoS::AtLeastOnce, true, "open")
+        .await
+        .unwrap();
     let (sub, rx) = client(b.tcp, "keeper", false).await;
     sub.subscribe("alerts/#", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     sub.disconnect().await.unwrap();
     drop(rx);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    publ.publish("alerts/fire", QoS::AtLeastOnce, false, "hot").await.unwrap();
+    publ.publish("alerts/fire", QoS::AtLeastOnce, false, "hot")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.running.stop().await;
 
     let b = common::start_in(dir.path(), &[]).await;
     let (_keeper, mut rx) = client(b.tcp, "keeper", false).await;
     let p = recv(&mut rx).await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("alerts/fire", &b"hot"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("alerts/fire", &b"hot"[..])
+    );
     let (fresh, mut frx) = client(b.tcp, "fresh", true).await;
     fresh.subscribe("status/+", QoS::AtLeastOnce).await.unwrap();
     let p = recv(&mut frx).await;
@@ -149,13 +179,21 @@ async fn v5_properties_pass_through() {
         payload_format_indicator: Some(1),
         ..Default::default()
     };
-    publ.publish_with_properties("rr/req", Q5::AtLeastOnce, false, "{}", props).await.unwrap();
+    publ.publish_with_properties("rr/req", Q5::AtLeastOnce, false, "{}", props)
+        .await
+        .unwrap();
     let p = timeout(WAIT, rx.recv()).await.unwrap().unwrap();
     let got = p.properties.expect("properties");
     assert_eq!(got.content_type.as_deref(), Some("application/json"));
     assert_eq!(got.response_topic.as_deref(), Some("rr/reply"));
     assert_eq!(got.correlation_data.as_deref(), Some(&b"corr-1"[..]));
-    assert_eq!(got.user_properties, vec![("k".to_string(), "v".to_string()), ("k".to_string(), "v2".to_string())]);
+    assert_eq!(
+        got.user_properties,
+        vec![
+            ("k".to_string(), "v".to_string()),
+            ("k".to_string(), "v2".to_string())
+        ]
+    );
     assert_eq!(got.payload_format_indicator, Some(1));
     b.running.stop().await;
 }

@@ -51,7 +51,10 @@ async fn round_trip(port: u16, ca: &str, client_auth: Option<(String, String)>) 
     }));
     let (client, mut ev) = AsyncClient::new(opts, 10);
     client.subscribe("tls/t", QoS::AtLeastOnce).await.unwrap();
-    client.publish("tls/t", QoS::AtLeastOnce, false, "secret").await.unwrap();
+    client
+        .publish("tls/t", QoS::AtLeastOnce, false, "secret")
+        .await
+        .unwrap();
     let got = timeout(Duration::from_secs(5), async {
         loop {
             match ev.poll().await {
@@ -67,7 +70,10 @@ async fn round_trip(port: u16, ca: &str, client_auth: Option<(String, String)>) 
 
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -82,8 +88,14 @@ async fn tls_listener_serves_mqtt() {
         &dir.path().join("data"),
         &[
             ("JUNCTION_LISTENERS__SSL__DEFAULT__BIND", "127.0.0.1:0"),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE", &cert_s),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE", &key_s),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
+                &cert_s,
+            ),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE",
+                &key_s,
+            ),
         ],
     )
     .await;
@@ -96,27 +108,58 @@ async fn tls_listener_serves_mqtt() {
 async fn tls_client_certificate_required() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki();
-    let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
     std::fs::write(&cert, &p.server_cert).unwrap();
     std::fs::write(&key, &p.server_key).unwrap();
     std::fs::write(&ca, &p.ca).unwrap();
-    let (cert_s, key_s, ca_s) = (cert.display().to_string(), key.display().to_string(), ca.display().to_string());
+    let (cert_s, key_s, ca_s) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
     let b = common::start_in(
         &dir.path().join("data"),
         &[
             ("JUNCTION_LISTENERS__SSL__DEFAULT__BIND", "127.0.0.1:0"),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE", &cert_s),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE", &key_s),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CACERTFILE", &ca_s),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__VERIFY", "verify_peer"),
-            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__FAIL_IF_NO_PEER_CERT", "true"),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
+                &cert_s,
+            ),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE",
+                &key_s,
+            ),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CACERTFILE",
+                &ca_s,
+            ),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__VERIFY",
+                "verify_peer",
+            ),
+            (
+                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__FAIL_IF_NO_PEER_CERT",
+                "true",
+            ),
         ],
     )
     .await;
     let port = b.running.addr("ssl").expect("ssl listener bound").port();
-    assert!(!round_trip(port, &p.ca, None).await, "no client certificate: refused");
     assert!(
-        round_trip(port, &p.ca, Some((p.client_cert.clone(), p.client_key.clone()))).await,
+        !round_trip(port, &p.ca, None).await,
+        "no client certificate: refused"
+    );
+    assert!(
+        round_trip(
+            port,
+            &p.ca,
+            Some((p.client_cert.clone(), p.client_key.clone()))
+        )
+        .await,
         "with a client certificate signed by the CA"
     );
     b.running.stop().await;

@@ -41,7 +41,13 @@ impl Action {
 /// Authentication and authorization provider.
 pub trait Auth: Send + Sync + 'static {
     fn authenticate(&self, req: &AuthRequest<'_>) -> AuthResult;
-    fn authorize(&self, client_id: &str, username: Option<&str>, action: Action, topic: &str) -> bool;
+    fn authorize(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        action: Action,
+        topic: &str,
+    ) -> bool;
 }
 
 /// The default provider: everyone may connect, publish and subscribe.
@@ -52,7 +58,13 @@ impl Auth for AllowAll {
         AuthResult::Allow
     }
 
-    fn authorize(&self, _client_id: &str, _username: Option<&str>, _action: Action, _topic: &str) -> bool {
+    fn authorize(
+        &self,
+        _client_id: &str,
+        _username: Option<&str>,
+        _action: Action,
+        _topic: &str,
+    ) -> bool {
         true
     }
 }

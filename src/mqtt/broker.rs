@@ -20,8 +20,8 @@ use super::codec::QoS;
 use super::events::{BrokerEvent, DisconnectReason, DropReason};
 use super::message::{now_ms, Message, StoredMessage};
 use super::session::{
-    ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
-    Subscriber,
+    ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery,
+    StoredSession, SubOptions, Subscriber,
 };
 use super::topic::{self, TopicLimits};
 use super::trie::{Match, SubTree};
@@ -188,7 +188,10 @@ impl Broker {
     /// With `sync_mode = "every_write"`: the store position a connection must
     /// wait for before acknowledging what it just handled. None otherwise.
     pub fn durability_mark(&self) -> Option<u64> {
-        self.store.as_ref().filter(|s| s.sync_every_write()).map(Store::submitted)
+        self.store
+            .as_ref()
+            .filter(|s| s.sync_every_write())
+            .map(Store::submitted)
     }
 
     /// Wait until the store has committed up to `mark`.
@@ -230,7 +233,13 @@ impl Broker {
 
     /// Attach a new connection to `client_id`'s session, taking over any
     /// connection already attached and discarding the old session on Clean Start.
-    pub fn attach(self: &Arc<Self>, client_id: &str, clean_start: bool, expiry: u32, conn: ConnRef) -> Attached {
+    pub fn attach(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+        conn: ConnRef,
+    ) -> Attached {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
         if let Some(old) = existing {
@@ -298,7 +307,10 @@ impl Broker {
             st.terminated = true;
             drop(st);
             let mut sessions = self.sessions.lock();
-            if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
                 sessions.remove(&session.client_id);
             }
             self.metrics.sessions.set(sessions.len() as i64);
@@ -315,7 +327,11 @@ impl Broker {
         drop(st);
         self.redistribute(session, shared);
         if expiry != u32::MAX {
-            self.arm_expiry(session.clone(), generation, Duration::from_secs(u64::from(expiry)));
+            self.arm_expiry(
+                session.clone(),
+                generation,
+                Duration::from_secs(u64::from(expiry)),
+            );
         }
     }
 
@@ -323,7 +339,9 @@ impl Broker {
         let broker = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let Some(broker) = broker.upgrade() else { return };
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
             let mut st = session.state.lock();
             if st.generation != generation || st.conn.is_some() || st.terminated {
                 return;
@@ -331,7 +349,10 @@ impl Broker {
             st.terminated = true;
             drop(st);
             let mut sessions = broker.sessions.lock();
-            if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &session))
+            {
                 sessions.remove(&session.client_id);
             }
             broker.metrics.sessions.set(sessions.len() as i64);
@@ -362,13 +383,18 @@ impl Broker {
         self.store_op(|| StoreOp::DelSession(session.client_id.to_string()));
         self.redistribute(session, shared);
         let id = session.client_id.clone();
-        self.emit(|| BrokerEvent::SessionTerminated { client_id: id, reason });
+        self.emit(|| BrokerEvent::SessionTerminated {
+            client_id: id,
+            reason,
+        });
     }
 
     /// Deliver shared-subscription messages that `from` will not ack to other members of their groups.
     fn redistribute(&self, from: &Arc<Session>, deliveries: Vec<Delivery>) {
         for d in deliveries {
-            let Some(share) = d.share.clone() else { continue };
+            let Some(share) = d.share.clone() else {
+                continue;
+            };
             let target = {
                 let tree = self.subs.read();
                 let mut found = None;
@@ -401,8 +427,14 @@ impl Broker {
     // ---- subscriptions --------------------------------------------------
 
     /// Add or replace a subscription. Returns whether it already existed.
-    pub fn subscribe(&self, session: &Arc<Session>, full_filter: &str, opts: SubOptions) -> Result<bool, u8> {
-        let parsed = topic::parse_shared(full_filter).map_err(|_| super::codec::reason::TOPIC_FILTER_INVALID)?;
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        full_filter: &str,
+        opts: SubOptions,
+    ) -> Result<bool, u8> {
+        let parsed = topic::parse_shared(full_filter)
+            .map_err(|_| super::codec::reason::TOPIC_FILTER_INVALID)?;
         let value = Subscriber {
             session: session.clone(),
             opts,
@@ -427,10 +459,14 @@ impl Broker {
 
     /// Remove a subscription; returns whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, full_filter: &str) -> bool {
-        let Ok(parsed) = topic::parse_shared(full_filter) else { return false };
+        let Ok(parsed) = topic::parse_shared(full_filter) else {
+            return false;
+        };
         let existed = {
             let mut tree = self.subs.write();
-            let r = tree.remove(parsed.group, parsed.filter, &session.client_id).is_some();
+            let r = tree
+                .remove(parsed.group, parsed.filter, &session.client_id)
+                .is_some();
             self.metrics.subscriptions.set(tree.len() as i64);
             r
         };
@@ -448,7 +484,12 @@ impl Broker {
         let now = now_ms();
         let map = self.retained.read();
         if !topic::has_wildcard(filter) {
-            return map.get(filter).filter(|m| !m.is_expired(now)).cloned().into_iter().collect();
+            return map
+                .get(filter)
+                .filter(|m| !m.is_expired(now))
+                .cloned()
+                .into_iter()
+                .collect();
         }
         map.iter()
             .filter(|(t, m)| topic::matches(filter, t) && !m.is_expired(now))
@@ -517,7 +558,9 @@ impl Broker {
             let tree = self.subs.read();
             tree.for_each_match(&msg.topic, |m| match m {
                 Match::Normal(client, sub) => {
-                    if (sub.opts.no_local || self.cfg.ignore_loop_deliver) && msg.from.as_deref() == Some(&**client) {
+                    if (sub.opts.no_local || self.cfg.ignore_loop_deliver)
+                        && msg.from.as_deref() == Some(&**client)
+                    {
                         self.metrics.drop_count(DropReason::NoLocal);
                         return;
                     }
@@ -548,13 +591,21 @@ impl Broker {
             let mut rap = first.opts.retain_as_published;
             let mut ids: Vec<u32> = first.opts.sub_id.into_iter().collect();
             let mut j = i + 1;
-            while j < targets.len() && Arc::ptr_eq(&targets[j].0.session, &first.session) && share.is_none() && targets[j].1.is_none() {
+            while j < targets.len()
+                && Arc::ptr_eq(&targets[j].0.session, &first.session)
+                && share.is_none()
+                && targets[j].1.is_none()
+            {
                 qos = qos.max(targets[j].0.opts.qos());
                 rap |= targets[j].0.opts.retain_as_published;
                 ids.extend(targets[j].0.opts.sub_id);
                 j += 1;
             }
-            let eff = if self.cfg.upgrade_qos { qos } else { msg.qos.min(qos) };
+            let eff = if self.cfg.upgrade_qos {
+                qos
+            } else {
+                msg.qos.min(qos)
+            };
             let d = Delivery {
                 msg: msg.clone(),
                 qos: eff,
@@ -576,7 +627,11 @@ impl Broker {
         count
     }
 
-    fn pick_member<'a>(&self, g: &'a super::trie::SharedGroup<Subscriber>, msg: &Message) -> Option<&'a Subscriber> {
+    fn pick_member<'a>(
+        &self,
+        g: &'a super::trie::SharedGroup<Subscriber>,
+        msg: &Message,
+    ) -> Option<&'a Subscriber> {
         let n = g.members.len();
         if n == 0 {
             return None;
@@ -640,7 +695,9 @@ impl Broker {
             st.next_seq += 1;
             d.seq = st.next_seq;
             let stored = StoredDelivery::from_delivery(&d, None, OutStage::Publish);
-            self.store_op(|| StoreOp::PutDelivery(session.client_id.to_string(), d.seq, encode(&stored)));
+            self.store_op(|| {
+                StoreOp::PutDelivery(session.client_id.to_string(), d.seq, encode(&stored))
+            });
         }
         st.mqueue.push_back(d);
         self.metrics.queued.inc();
@@ -687,7 +744,9 @@ impl Broker {
                     Ok(m) => {
                         map.insert(topic, Arc::new(m.into_message()));
                     }
-                    Err(e) => tracing::warn!(topic, error = %e, "Skipping unreadable retained message."),
+                    Err(e) => {
+                        tracing::warn!(topic, error = %e, "Skipping unreadable retained message.")
+                    }
                 }
             }
             self.metrics.retained.set(map.len() as i64);
@@ -701,7 +760,10 @@ impl Broker {
                 }
             };
             let session = Session::new(Arc::from(ls.client_id.as_str()), meta.expiry_interval);
-            let elapsed_s = meta.disconnected_at_ms.map(|t| now.saturating_sub(t) / 1000).unwrap_or(0);
+            let elapsed_s = meta
+                .disconnected_at_ms
+                .map(|t| now.saturating_sub(t) / 1000)
+                .unwrap_or(0);
             if meta.expiry_interval != u32::MAX && elapsed_s >= u64::from(meta.expiry_interval) {
                 self.store_op(|| StoreOp::DelSession(ls.client_id.clone()));
                 continue;
@@ -714,11 +776,17 @@ impl Broker {
                 generation = st.generation;
                 st.disconnected_at_ms = Some(meta.disconnected_at_ms.unwrap_or(now));
                 for (seq, bytes) in ls.deliveries {
-                    let Ok(sd) = postcard::from_bytes::<StoredDelivery>(&bytes) else { continue };
+                    let Ok(sd) = postcard::from_bytes::<StoredDelivery>(&bytes) else {
+                        continue;
+                    };
                     let (d, pkid, stage) = sd.into_delivery(seq);
                     st.next_seq = st.next_seq.max(seq);
                     match pkid {
-                        Some(pkid) => st.inflight.push_back(Inflight { pkid, delivery: d, stage }),
+                        Some(pkid) => st.inflight.push_back(Inflight {
+                            pkid,
+                            delivery: d,
+                            stage,
+                        }),
                         None => {
                             st.mqueue.push_back(d);
                             self.metrics.queued.inc();
@@ -731,7 +799,9 @@ impl Broker {
             for (filter, opts) in meta.subscriptions {
                 let _ = self.subscribe(&session, &filter, opts);
             }
-            self.sessions.lock().insert(session.client_id.clone(), session.clone());
+            self.sessions
+                .lock()
+                .insert(session.client_id.clone(), session.clone());
             if meta.expiry_interval != u32::MAX {
                 let left = u64::from(meta.expiry_interval).saturating_sub(elapsed_s);
                 self.arm_expiry(session, generation, Duration::from_secs(left));
@@ -743,7 +813,11 @@ impl Broker {
 
 /// Take a session's shared-subscription deliveries that are not yet past PUBREC,
 /// updating the queue gauge and the store as they leave.
-fn take_shared(broker: &Broker, client_id: &str, st: &mut super::session::SessionState) -> Vec<Delivery> {
+fn take_shared(
+    broker: &Broker,
+    client_id: &str,
+    st: &mut super::session::SessionState,
+) -> Vec<Delivery> {
     let mut out = Vec::new();
     let inflight = std::mem::take(&mut st.inflight);
     for i in inflight {

@@ -23,12 +23,15 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{Action, AuthRequest, AuthResult};
 use super::broker::{encode, Broker};
 use super::codec::{
-    self, reason, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, LastWill,
-    Packet, Protocol, PubAck, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    self, reason, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect,
+    DisconnectProperties, LastWill, Packet, Protocol, PubAck, Publish, QoS, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
 };
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason};
 use super::message::{now_ms, Message};
-use super::session::{ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
+use super::session::{
+    ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions,
+};
 use super::topic;
 use crate::store::StoreOp;
 
@@ -54,7 +57,10 @@ enum Exit {
     /// Network closed, keepalive timeout, protocol error...: publish the will.
     Abnormal(DisconnectReason),
     /// Closed by the broker (takeover, shutdown); the will follows `publish_will`.
-    Server { reason: DisconnectReason, publish_will: bool },
+    Server {
+        reason: DisconnectReason,
+        publish_will: bool,
+    },
 }
 
 enum Fail {
@@ -97,8 +103,13 @@ impl Bucket {
 }
 
 /// Serve one client connection until it closes.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, settings: Arc<ConnSettings>, shutdown: CancellationToken)
-where
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    settings: Arc<ConnSettings>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
@@ -131,7 +142,10 @@ where
         }
     };
     let (ctrl_tx, ctrl_rx) = mpsc::channel(4);
-    let conn = Conn::handshake(broker, reader, writer, rbuf, peer, settings, *connect, ctrl_tx).await;
+    let conn = Conn::handshake(
+        broker, reader, writer, rbuf, peer, settings, *connect, ctrl_tx,
+    )
+    .await;
     if let Some(mut conn) = conn {
         conn.run(ctrl_rx, shutdown).await;
     }
@@ -149,7 +163,9 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(_)) => return Err(None),
             Ok(None) => {}
-            Err(codec::DecodeError::UnsupportedProtocol(_)) => return Err(Some(reason::UNSUPPORTED_PROTOCOL_VERSION)),
+            Err(codec::DecodeError::UnsupportedProtocol(_)) => {
+                return Err(Some(reason::UNSUPPORTED_PROTOCOL_VERSION))
+            }
             Err(_) => return Err(None),
         }
         rbuf.reserve(4096);
@@ -209,17 +225,26 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut assigned = false;
         let check = (|| {
             if client_id.len() > cfg.max_clientid_len {
-                return Err(refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, "client id too long"));
+                return Err(refuse(
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    "client id too long",
+                ));
             }
             if client_id.is_empty() {
                 if !v5 && !c.clean_start {
-                    return Err(refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, "empty client id needs clean session"));
+                    return Err(refuse(
+                        reason::CLIENT_IDENTIFIER_NOT_VALID,
+                        "empty client id needs clean session",
+                    ));
                 }
                 client_id = format!("junction-{:016x}", rand::random::<u64>());
                 assigned = true;
             }
             if c.properties.authentication_method.is_some() {
-                return Err(refuse(reason::BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"));
+                return Err(refuse(
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "enhanced authentication is not supported",
+                ));
             }
             if let Some(w) = &c.will {
                 if topic::validate_name(&w.topic, cfg.topic_limits).is_err() {
@@ -233,7 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 }
             }
             if !v5 && (c.keep_alive > cfg.max_keepalive || (c.keep_alive < cfg.min_keepalive)) {
-                return Err(refuse(reason::IMPLEMENTATION_SPECIFIC_ERROR, "keepalive out of bounds"));
+                return Err(refuse(
+                    reason::IMPLEMENTATION_SPECIFIC_ERROR,
+                    "keepalive out of bounds",
+                ));
             }
             let req = AuthRequest {
                 client_id: &client_id,
@@ -243,7 +271,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             };
             match broker.auth.authenticate(&req) {
                 AuthResult::Allow => Ok(()),
-                AuthResult::BadCredentials => Err(refuse(reason::BAD_USER_NAME_OR_PASSWORD, "bad user name or password")),
+                AuthResult::BadCredentials => Err(refuse(
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                    "bad user name or password",
+                )),
                 AuthResult::NotAuthorized => Err(refuse(reason::NOT_AUTHORIZED, "not authorized")),
             }
         })();
@@ -328,8 +359,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if !cfg.shared_subscription {
                 ack_props.shared_subscription_available = Some(0);
             }
-            if c.properties.request_response_information == Some(1) && !cfg.response_information.is_empty() {
-                ack_props.response_information = Some(format!("{}{}", cfg.response_information, client_id));
+            if c.properties.request_response_information == Some(1)
+                && !cfg.response_information.is_empty()
+            {
+                ack_props.response_information =
+                    Some(format!("{}{}", cfg.response_information, client_id));
             }
         }
         let info = ClientInfo {
@@ -351,9 +385,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             info,
             session: attached.session,
             conn_id,
-            keep_alive: Duration::from_millis((f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64),
-            client_max_packet: c.properties.maximum_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
-            send_quota: usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX).min(cfg.max_inflight.max(1))),
+            keep_alive: Duration::from_millis(
+                (f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64,
+            ),
+            client_max_packet: c
+                .properties
+                .maximum_packet_size
+                .map(|m| m as usize)
+                .unwrap_or(usize::MAX),
+            send_quota: usize::from(
+                c.properties
+                    .receive_maximum
+                    .unwrap_or(u16::MAX)
+                    .min(cfg.max_inflight.max(1)),
+            ),
             client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
             out_aliases: HashMap::new(),
             in_aliases: HashMap::new(),
@@ -394,7 +439,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let (reason, publish_will) = match exit {
             Exit::ClientDisconnect { with_will } => (DisconnectReason::Normal, with_will),
             Exit::Abnormal(r) => (r, true),
-            Exit::Server { reason, publish_will } => (reason, publish_will),
+            Exit::Server {
+                reason,
+                publish_will,
+            } => (reason, publish_will),
         };
         // A taken-over session keeps its will semantics on the old connection: publish it.
         if publish_will {
@@ -404,17 +452,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         self.broker.detach(&self.session, self.conn_id, self.expiry);
         let client = self.info.clone();
-        self.broker.emit(|| BrokerEvent::ClientDisconnected { client, reason });
+        self.broker
+            .emit(|| BrokerEvent::ClientDisconnected { client, reason });
         let _ = self.writer.shutdown().await;
     }
 
-    async fn event_loop(&mut self, ctrl: &mut mpsc::Receiver<Control>, shutdown: &CancellationToken) -> Exit {
+    async fn event_loop(
+        &mut self,
+        ctrl: &mut mpsc::Receiver<Control>,
+        shutdown: &CancellationToken,
+    ) -> Exit {
         let mut deadline = self.keepalive_deadline();
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 self.drain();
             }
-            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER && self.throttle_until.is_none() && self.pressure.is_none();
+            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER
+                && self.throttle_until.is_none()
+                && self.pressure.is_none();
             let throttle = self.throttle_until;
             let pressure = self.pressure.clone();
             let low = self.broker.high_water() / 2;
@@ -507,7 +562,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         match codec::encode(p, self.protocol, &mut self.wbuf) {
             Ok(n) if n > 0 => self.broker.metrics.packets_sent.inc(),
             Ok(_) => {}
-            Err(e) => tracing::warn!(client_id = %self.info.client_id, error = %e, packet = p.name(), "Cannot encode packet."),
+            Err(e) => {
+                tracing::warn!(client_id = %self.info.client_id, error = %e, packet = p.name(), "Cannot encode packet.")
+            }
         }
     }
 
@@ -526,7 +583,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
 
     fn ack_props(&self, why: Option<&'static str>) -> AckProperties {
         AckProperties {
-            reason_string: why.filter(|_| self.problem_info && self.protocol == Protocol::V5).map(str::to_owned),
+            reason_string: why
+                .filter(|_| self.problem_info && self.protocol == Protocol::V5)
+                .map(str::to_owned),
             user_properties: Vec::new(),
         }
     }
@@ -550,15 +609,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             let persistent = st.persistent();
             st.last_drain = Some(std::time::Instant::now());
             while out.len() < DRAIN_BATCH {
-                let Some(front) = st.mqueue.front() else { break };
+                let Some(front) = st.mqueue.front() else {
+                    break;
+                };
                 if front.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_quota {
                     break;
                 }
-                let Some(d) = st.mqueue.pop_front() else { break };
+                let Some(d) = st.mqueue.pop_front() else {
+                    break;
+                };
                 broker.metrics.queued.dec();
                 if d.msg.is_expired(now) {
                     if d.seq != 0 {
-                        broker.store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), d.seq));
+                        broker.store_op(|| {
+                            StoreOp::DelDelivery(self.session.client_id.to_string(), d.seq)
+                        });
                     }
                     broker.dropped(&self.session, &d.msg, DropReason::Expired);
                     continue;
@@ -568,8 +633,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 } else {
                     let pkid = st.alloc_pkid();
                     if persistent && d.seq != 0 {
-                        let stored = StoredDelivery::from_delivery(&d, Some(pkid), OutStage::Publish);
-                        broker.store_op(|| StoreOp::PutDelivery(self.session.client_id.to_string(), d.seq, encode(&stored)));
+                        let stored =
+                            StoredDelivery::from_delivery(&d, Some(pkid), OutStage::Publish);
+                        broker.store_op(|| {
+                            StoreOp::PutDelivery(
+                                self.session.client_id.to_string(),
+                                d.seq,
+                                encode(&stored),
+                            )
+                        });
                     }
                     st.inflight.push_back(Inflight {
                         pkid,
@@ -610,7 +682,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     fn write_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, now: u64) {
         let v5 = self.protocol == Protocol::V5;
         let mut topic = d.msg.topic.clone();
-        let mut properties = if v5 { d.msg.publish_properties(now) } else { Default::default() };
+        let mut properties = if v5 {
+            d.msg.publish_properties(now)
+        } else {
+            Default::default()
+        };
         let mut new_alias = None;
         if v5 {
             properties.subscription_identifiers = d.sub_ids.clone();
@@ -651,19 +727,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 if let Some(pos) = st.inflight.iter().position(|i| i.pkid == pkid) {
                     if let Some(i) = st.inflight.remove(pos) {
                         if i.delivery.seq != 0 {
-                            self.broker.store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
+                            self.broker.store_op(|| {
+                                StoreOp::DelDelivery(
+                                    self.session.client_id.to_string(),
+                                    i.delivery.seq,
+                                )
+                            });
                         }
                     }
                 }
             }
-            self.broker.dropped(&self.session, &d.msg, DropReason::TooLarge);
+            self.broker
+                .dropped(&self.session, &d.msg, DropReason::TooLarge);
             return;
         }
         self.broker.metrics.packets_sent.inc();
         self.broker.metrics.messages_sent[d.qos as usize].inc();
         if self.broker.has_event_listener() {
             let (c, m) = (self.session.client_id.clone(), d.msg.clone());
-            self.broker.emit(|| BrokerEvent::Delivered { client_id: c, message: m });
+            self.broker.emit(|| BrokerEvent::Delivered {
+                client_id: c,
+                message: m,
+            });
         }
     }
 
@@ -672,7 +757,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Decode and handle every whole packet in the read buffer.
     fn process_input(&mut self) -> Result<Option<Exit>, Fail> {
         loop {
-            let packet = match codec::decode(&mut self.rbuf, Some(self.protocol), self.broker.cfg.max_packet_size) {
+            let packet = match codec::decode(
+                &mut self.rbuf,
+                Some(self.protocol),
+                self.broker.cfg.max_packet_size,
+            ) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(Fail::Protocol(e.reason_code(), "malformed packet")),
@@ -698,11 +787,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => return self.on_disconnect(d).map(Some),
-            Packet::Connect(_) => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
-            Packet::Auth(_) => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "AUTH without enhanced authentication")),
+            Packet::Connect(_) => {
+                return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "second CONNECT"))
+            }
+            Packet::Auth(_) => {
+                return Err(Fail::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "AUTH without enhanced authentication",
+                ))
+            }
             other => {
                 tracing::debug!(packet = other.name(), "Unexpected packet from client.");
-                return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "packet not allowed from a client"));
+                return Err(Fail::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "packet not allowed from a client",
+                ));
             }
         }
         Ok(None)
@@ -718,23 +817,40 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         if p.qos > cfg.max_qos_allowed {
-            return Err(Fail::Protocol(reason::QOS_NOT_SUPPORTED, "QoS not supported"));
+            return Err(Fail::Protocol(
+                reason::QOS_NOT_SUPPORTED,
+                "QoS not supported",
+            ));
         }
         if p.retain && !cfg.retain_available {
-            return Err(Fail::Protocol(reason::RETAIN_NOT_SUPPORTED, "retain not supported"));
+            return Err(Fail::Protocol(
+                reason::RETAIN_NOT_SUPPORTED,
+                "retain not supported",
+            ));
         }
         if !p.properties.subscription_identifiers.is_empty() {
-            return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "subscription identifier in PUBLISH"));
+            return Err(Fail::Protocol(
+                reason::PROTOCOL_ERROR,
+                "subscription identifier in PUBLISH",
+            ));
         }
         // Topic alias (client → server).
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > cfg.max_topic_alias {
-                return Err(Fail::Protocol(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+                return Err(Fail::Protocol(
+                    reason::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                ));
             }
             if p.topic.is_empty() {
                 match self.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "unknown topic alias")),
+                    None => {
+                        return Err(Fail::Protocol(
+                            reason::PROTOCOL_ERROR,
+                            "unknown topic alias",
+                        ))
+                    }
                 }
             } else {
                 self.in_aliases.insert(alias, p.topic.clone());
@@ -742,7 +858,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         if topic::validate_name(&p.topic, cfg.topic_limits).is_err() {
             if !v5 {
-                return Err(Fail::Protocol(reason::TOPIC_NAME_INVALID, "invalid topic name"));
+                return Err(Fail::Protocol(
+                    reason::TOPIC_NAME_INVALID,
+                    "invalid topic name",
+                ));
             }
             match p.qos {
                 QoS::AtMostOnce => {}
@@ -759,10 +878,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
             return Ok(());
         }
-        let allowed = self
-            .broker
-            .auth
-            .authorize(&self.info.client_id, self.info.username.as_deref(), Action::Publish, &p.topic);
+        let allowed = self.broker.auth.authorize(
+            &self.info.client_id,
+            self.info.username.as_deref(),
+            Action::Publish,
+            &p.topic,
+        );
         if !allowed {
             let ack = PubAck {
                 pkid: p.pkid,
@@ -788,20 +909,35 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 return Ok(());
             }
             if st.awaiting_rel.len() >= cfg.max_awaiting_rel.max(usize::from(cfg.max_inflight)) {
-                return Err(Fail::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages awaiting PUBREL"));
+                return Err(Fail::Protocol(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "too many QoS 2 messages awaiting PUBREL",
+                ));
             }
             st.awaiting_rel.insert(p.pkid);
             if st.persistent() {
-                self.broker.store_op(|| StoreOp::PutRel(self.session.client_id.to_string(), p.pkid));
+                self.broker
+                    .store_op(|| StoreOp::PutRel(self.session.client_id.to_string(), p.pkid));
             }
         }
         let (pkid, qos) = (p.pkid, p.qos);
-        let msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone())).with_properties(p.properties);
+        let msg = Message::new(
+            p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+            Some(self.info.client_id.clone()),
+        )
+        .with_properties(p.properties);
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
             self.pressure = pressure;
         }
-        let code = if n == 0 && v5 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
+        let code = if n == 0 && v5 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        };
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send(&Packet::PubAck(PubAck {
@@ -827,7 +963,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             .position(|i| i.pkid == pkid && i.delivery.qos == qos && i.stage == stage)?;
         let i = st.inflight.remove(pos)?;
         if i.delivery.seq != 0 {
-            self.broker.store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
+            self.broker.store_op(|| {
+                StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq)
+            });
         }
         Some(i)
     }
@@ -835,7 +973,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     fn acked(&self, i: Inflight) {
         if self.broker.has_event_listener() {
             let (c, m) = (self.session.client_id.clone(), i.delivery.msg);
-            self.broker.emit(|| BrokerEvent::Acked { client_id: c, message: m });
+            self.broker.emit(|| BrokerEvent::Acked {
+                client_id: c,
+                message: m,
+            });
         }
     }
 
@@ -860,7 +1001,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     // The receiver refused the message: the exchange ends here.
                     if let Some(i) = st.inflight.remove(pos) {
                         if i.delivery.seq != 0 {
-                            self.broker.store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
+                            self.broker.store_op(|| {
+                                StoreOp::DelDelivery(
+                                    self.session.client_id.to_string(),
+                                    i.delivery.seq,
+                                )
+                            });
                         }
                     }
                     return;
@@ -868,14 +1014,25 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 if let Some(i) = st.inflight.get_mut(pos) {
                     i.stage = OutStage::Rel;
                     if persistent && i.delivery.seq != 0 {
-                        let stored = StoredDelivery::from_delivery(&i.delivery, Some(i.pkid), OutStage::Rel);
+                        let stored =
+                            StoredDelivery::from_delivery(&i.delivery, Some(i.pkid), OutStage::Rel);
                         let seq = i.delivery.seq;
-                        self.broker.store_op(|| StoreOp::PutDelivery(self.session.client_id.to_string(), seq, encode(&stored)));
+                        self.broker.store_op(|| {
+                            StoreOp::PutDelivery(
+                                self.session.client_id.to_string(),
+                                seq,
+                                encode(&stored),
+                            )
+                        });
                     }
                 }
             }
         }
-        let reason_code = if found { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
+        let reason_code = if found {
+            reason::SUCCESS
+        } else {
+            reason::PACKET_IDENTIFIER_NOT_FOUND
+        };
         self.send(&Packet::PubRel(PubAck {
             pkid: a.pkid,
             reason: reason_code,
@@ -894,13 +1051,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             let mut st = self.session.state.lock();
             let found = st.awaiting_rel.remove(&pkid);
             if found && st.persistent() {
-                self.broker.store_op(|| StoreOp::DelRel(self.session.client_id.to_string(), pkid));
+                self.broker
+                    .store_op(|| StoreOp::DelRel(self.session.client_id.to_string(), pkid));
             }
             found
         };
         self.send(&Packet::PubComp(PubAck {
             pkid,
-            reason: if found { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND },
+            reason: if found {
+                reason::SUCCESS
+            } else {
+                reason::PACKET_IDENTIFIER_NOT_FOUND
+            },
             properties: AckProperties::default(),
         }));
     }
@@ -913,8 +1075,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let sub_id = s.properties.subscription_identifier;
         for f in &s.filters {
             let code = (|| {
-                let parsed = topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
-                topic::validate_filter(parsed.filter, cfg.topic_limits).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+                let parsed =
+                    topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+                topic::validate_filter(parsed.filter, cfg.topic_limits)
+                    .map_err(|_| reason::TOPIC_FILTER_INVALID)?;
                 if parsed.group.is_some() {
                     if !cfg.shared_subscription {
                         return Err(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
@@ -937,7 +1101,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 }
                 {
                     let st = self.session.state.lock();
-                    if st.subscriptions.len() >= cfg.max_subscriptions && !st.subscriptions.contains_key(&f.filter) {
+                    if st.subscriptions.len() >= cfg.max_subscriptions
+                        && !st.subscriptions.contains_key(&f.filter)
+                    {
                         return Err(reason::QUOTA_EXCEEDED);
                     }
                 }
@@ -969,19 +1135,29 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     }
                 }
                 let (c, filter) = (self.session.client_id.clone(), f.filter.clone());
-                self.broker.emit(|| BrokerEvent::Subscribed { client_id: c, filter, qos });
+                self.broker.emit(|| BrokerEvent::Subscribed {
+                    client_id: c,
+                    filter,
+                    qos,
+                });
                 Ok(qos as u8)
             })();
             match code {
                 Err(reason::PROTOCOL_ERROR) => {
-                    return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "no local on a shared subscription"))
+                    return Err(Fail::Protocol(
+                        reason::PROTOCOL_ERROR,
+                        "no local on a shared subscription",
+                    ))
                 }
                 Err(c) => reasons.push(c),
                 Ok(q) => reasons.push(q),
             }
         }
         if sub_id.is_some() && !v5 {
-            return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "subscription identifier"));
+            return Err(Fail::Protocol(
+                reason::PROTOCOL_ERROR,
+                "subscription identifier",
+            ));
         }
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
@@ -999,10 +1175,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
             let existed = self.broker.unsubscribe(&self.session, f);
-            reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
             if existed {
                 let (c, filter) = (self.session.client_id.clone(), f.clone());
-                self.broker.emit(|| BrokerEvent::Unsubscribed { client_id: c, filter });
+                self.broker.emit(|| BrokerEvent::Unsubscribed {
+                    client_id: c,
+                    filter,
+                });
             }
         }
         self.send(&Packet::UnsubAck(UnsubAck {
@@ -1015,7 +1198,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     fn on_disconnect(&mut self, d: Disconnect) -> Result<Exit, Fail> {
         if let Some(e) = d.properties.session_expiry_interval {
             if self.expiry == 0 && e != 0 {
-                return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "session expiry set after connecting with 0"));
+                return Err(Fail::Protocol(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set after connecting with 0",
+                ));
             }
             self.expiry = e.min(self.broker.cfg.max_session_expiry);
         }
@@ -1033,17 +1219,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     fn schedule_will(&self, will: LastWill) {
         let delay = will.properties.delay_interval.unwrap_or(0).min(self.expiry);
         let from = self.info.client_id.clone();
-        let msg = Message::new(will.topic.clone(), will.payload.clone(), will.qos, will.retain, Some(from)).with_properties(
-            codec::PublishProperties {
-                payload_format_indicator: will.properties.payload_format_indicator,
-                message_expiry_interval: will.properties.message_expiry_interval,
-                response_topic: will.properties.response_topic.clone(),
-                correlation_data: will.properties.correlation_data.clone(),
-                user_properties: will.properties.user_properties.clone(),
-                content_type: will.properties.content_type.clone(),
-                ..Default::default()
-            },
-        );
+        let msg = Message::new(
+            will.topic.clone(),
+            will.payload.clone(),
+            will.qos,
+            will.retain,
+            Some(from),
+        )
+        .with_properties(codec::PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            message_expiry_interval: will.properties.message_expiry_interval,
+            response_topic: will.properties.response_topic.clone(),
+            correlation_data: will.properties.correlation_data.clone(),
+            user_properties: will.properties.user_properties.clone(),
+            content_type: will.properties.content_type.clone(),
+            ..Default::default()
+        });
         if delay == 0 {
             self.broker.publish(msg);
             return;

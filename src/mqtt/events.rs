@@ -93,19 +93,57 @@ pub enum BrokerEvent {
     /// `message.publish`: a message entered the broker (client or injected).
     Publish(Arc<Message>),
     ClientConnected(ClientInfo),
-    ClientDisconnected { client: ClientInfo, reason: DisconnectReason },
+    ClientDisconnected {
+        client: ClientInfo,
+        reason: DisconnectReason,
+    },
     /// `client.connack` with the reason code sent.
-    ConnAck { client_id: Arc<str>, username: Option<String>, peer: SocketAddr, code: u8 },
-    SessionCreated { client_id: Arc<str> },
-    SessionTerminated { client_id: Arc<str>, reason: &'static str },
-    Subscribed { client_id: Arc<str>, filter: String, qos: QoS },
-    Unsubscribed { client_id: Arc<str>, filter: String },
-    Delivered { client_id: Arc<str>, message: Arc<Message> },
-    Acked { client_id: Arc<str>, message: Arc<Message> },
+    ConnAck {
+        client_id: Arc<str>,
+        username: Option<String>,
+        peer: SocketAddr,
+        code: u8,
+    },
+    SessionCreated {
+        client_id: Arc<str>,
+    },
+    SessionTerminated {
+        client_id: Arc<str>,
+        reason: &'static str,
+    },
+    Subscribed {
+        client_id: Arc<str>,
+        filter: String,
+        qos: QoS,
+    },
+    Unsubscribed {
+        client_id: Arc<str>,
+        filter: String,
+    },
+    Delivered {
+        client_id: Arc<str>,
+        message: Arc<Message>,
+    },
+    Acked {
+        client_id: Arc<str>,
+        message: Arc<Message>,
+    },
     /// `message.dropped`: nobody took the message.
-    MessageDropped { message: Arc<Message>, reason: DropReason },
+    MessageDropped {
+        message: Arc<Message>,
+        reason: DropReason,
+    },
     /// `delivery.dropped`: one subscriber did not get it.
-    DeliveryDropped { client_id: Arc<str>, message: Arc<Message>, reason: DropReason },
+    DeliveryDropped {
+        client_id: Arc<str>,
+        message: Arc<Message>,
+        reason: DropReason,
+    },
     /// `client.check_authz_complete`.
-    AuthzComplete { client_id: Arc<str>, topic: String, action: &'static str, allowed: bool },
+    AuthzComplete {
+        client_id: Arc<str>,
+        topic: String,
+        action: &'static str,
+        allowed: bool,
+    },
 }

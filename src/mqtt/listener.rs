@@ -63,7 +63,10 @@ pub enum ListenerError {
         source: std::io::Error,
     },
     #[error("TLS setup: cannot read {path}: {source}")]
-    TlsFile { path: PathBuf, source: std::io::Error },
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS setup: {0}")]
     Tls(String),
 }
@@ -76,18 +79,22 @@ pub struct Bound {
 }
 
 pub async fn bind(spec: ListenerSpec) -> Result<Bound, ListenerError> {
-    let listener = TcpListener::bind(spec.bind).await.map_err(|source| ListenerError::Bind {
-        kind: spec.transport.kind(),
-        name: spec.name.clone(),
-        addr: spec.bind,
-        source,
-    })?;
-    let local_addr = listener.local_addr().map_err(|source| ListenerError::Bind {
-        kind: spec.transport.kind(),
-        name: spec.name.clone(),
-        addr: spec.bind,
-        source,
-    })?;
+    let listener = TcpListener::bind(spec.bind)
+        .await
+        .map_err(|source| ListenerError::Bind {
+            kind: spec.transport.kind(),
+            name: spec.name.clone(),
+            addr: spec.bind,
+            source,
+        })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ListenerError::Bind {
+            kind: spec.transport.kind(),
+            name: spec.name.clone(),
+            addr: spec.bind,
+            source,
+        })?;
     Ok(Bound {
         spec,
         listener,
@@ -126,18 +133,26 @@ pub fn spawn(broker: Arc<Broker>, bound: Bound, shutdown: CancellationToken, tra
                     }
                 },
             };
-            let (broker, settings, shutdown, transport) =
-                (broker.clone(), settings.clone(), shutdown.clone(), spec.transport.clone());
+            let (broker, settings, shutdown, transport) = (
+                broker.clone(),
+                settings.clone(),
+                shutdown.clone(),
+                spec.transport.clone(),
+            );
             t2.spawn(async move {
                 let _permit = permit;
                 match transport {
-                    Transport::Tcp => connection::serve(broker, stream, peer, settings, shutdown).await,
+                    Transport::Tcp => {
+                        connection::serve(broker, stream, peer, settings, shutdown).await
+                    }
                     Transport::Ssl { acceptor } => {
                         if let Ok(tls) = acceptor.accept(stream).await {
                             connection::serve(broker, tls, peer, settings, shutdown).await;
                         }
                     }
-                    Transport::Ws { path } => serve_ws(broker, stream, peer, settings, shutdown, path).await,
+                    Transport::Ws { path } => {
+                        serve_ws(broker, stream, peer, settings, shutdown, path).await
+                    }
                     Transport::Wss { acceptor, path } => {
                         if let Ok(tls) = acceptor.accept(stream).await {
                             serve_ws(broker, tls, peer, settings, shutdown, path).await;
@@ -165,11 +180,18 @@ async fn refuse(mut stream: TcpStream, max_packet_size: usize) {
             }
         }
     };
-    let Ok(Some(protocol)) = tokio::time::timeout(std::time::Duration::from_secs(5), read).await else { return };
+    let Ok(Some(protocol)) = tokio::time::timeout(std::time::Duration::from_secs(5), read).await
+    else {
+        return;
+    };
     let mut out = BytesMut::new();
     let ack = Packet::ConnAck(ConnAck {
         session_present: false,
-        code: if protocol == Protocol::V5 { reason::QUOTA_EXCEEDED } else { reason::SERVER_UNAVAILABLE },
+        code: if protocol == Protocol::V5 {
+            reason::QUOTA_EXCEEDED
+        } else {
+            reason::SERVER_UNAVAILABLE
+        },
         properties: Default::default(),
     });
     if codec::encode(&ack, protocol, &mut out).is_ok() {
@@ -189,6 +211,8 @@ async fn serve_ws<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The callback's error type is tungstenite's (an HTTP response); its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() != path {
             let mut e = ErrorResponse::new(Some("not found".into()));
@@ -211,9 +235,13 @@ async fn serve_ws<S>(
         }
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
     let (pipe_ours, pipe_conn) = tokio::io::duplex(64 * 1024);
-    let conn = tokio::spawn(connection::serve(broker, pipe_conn, peer, settings, shutdown));
+    let conn = tokio::spawn(connection::serve(
+        broker, pipe_conn, peer, settings, shutdown,
+    ));
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut pipe_rx, mut pipe_tx) = tokio::io::split(pipe_ours);
     let mut buf = BytesMut::with_capacity(8192);
@@ -266,7 +294,9 @@ pub fn tls_acceptor(
     let key_pem = read(keyfile)?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ListenerError::Tls(format!("{}: {e}", keyfile.display())))?
-        .ok_or_else(|| ListenerError::Tls(format!("{}: no private key found", keyfile.display())))?;
+        .ok_or_else(|| {
+            ListenerError::Tls(format!("{}: no private key found", keyfile.display()))
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -277,13 +307,28 @@ pub fn tls_acceptor(
             let mut roots = rustls::RootCertStore::empty();
             for c in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
                 let c = c.map_err(|e| ListenerError::Tls(format!("{}: {e}", ca.display())))?;
-                roots.add(c).map_err(|e| ListenerError::Tls(e.to_string()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| ListenerError::Tls(e.to_string()))?;
             }
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let v = if fail_if_no_peer_cert { v } else { v.allow_unauthenticated() };
-            builder.with_client_cert_verifier(v.build().map_err(|e| ListenerError::Tls(e.to_string()))?)
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = if fail_if_no_peer_cert {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                v.build().map_err(|e| ListenerError::Tls(e.to_string()))?,
+            )
         }
-        (true, None) => return Err(ListenerError::Tls("verify_peer needs ssl_options.cacertfile".into())),
+        (true, None) => {
+            return Err(ListenerError::Tls(
+                "verify_peer needs ssl_options.cacertfile".into(),
+            ))
+        }
         (false, _) => builder.with_no_client_auth(),
     };
     let config = builder

@@ -81,7 +81,10 @@ pub struct Inflight {
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
     /// Send DISCONNECT with this MQTT 5 reason (if v5) and close.
-    Disconnect { reason_code: u8, reason: DisconnectReason },
+    Disconnect {
+        reason_code: u8,
+        reason: DisconnectReason,
+    },
 }
 
 /// The connection currently attached to a session.
@@ -126,7 +129,8 @@ impl SessionState {
     /// the last second. A subscriber that stopped reading is not "draining",
     /// so publishers are not held back for it; its queue fills and drops instead.
     pub fn draining(&self) -> bool {
-        self.last_drain.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        self.last_drain
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
     }
 
     /// Next free packet identifier (skips ids still in flight).
@@ -145,7 +149,11 @@ impl SessionState {
 
     pub fn stored_meta(&self) -> StoredSession {
         StoredSession {
-            subscriptions: self.subscriptions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             expiry_interval: self.expiry_interval,
             disconnected_at_ms: self.disconnected_at_ms,
             next_seq: self.next_seq,
@@ -221,7 +229,10 @@ impl StoredDelivery {
             qos: d.qos as u8,
             retain: d.retain,
             sub_ids: d.sub_ids.clone(),
-            share: d.share.as_ref().map(|s| (s.group.to_string(), s.filter.to_string())),
+            share: d
+                .share
+                .as_ref()
+                .map(|s| (s.group.to_string(), s.filter.to_string())),
             pkid,
             stage,
         }

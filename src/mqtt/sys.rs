@@ -25,25 +25,45 @@ pub async fn run(broker: Arc<Broker>, interval: Duration, shutdown: Cancellation
         let sent: u64 = m.messages_sent.iter().map(|c| c.get()).sum();
         let stats: [(&str, String); 16] = [
             ("version", version.clone()),
-            ("uptime", format!("{} seconds", broker.started.elapsed().as_secs())),
+            (
+                "uptime",
+                format!("{} seconds", broker.started.elapsed().as_secs()),
+            ),
             ("clients/connected", m.connections.get().to_string()),
             ("clients/active", m.connections.get().to_string()),
             ("clients/total", broker.session_count().to_string()),
-            ("clients/disconnected", (broker.session_count() as i64 - m.connections.get()).max(0).to_string()),
+            (
+                "clients/disconnected",
+                (broker.session_count() as i64 - m.connections.get())
+                    .max(0)
+                    .to_string(),
+            ),
             ("messages/received", recv.to_string()),
             ("messages/sent", sent.to_string()),
             ("messages/dropped", m.dropped_total().to_string()),
             ("publish/messages/received", recv.to_string()),
             ("publish/messages/sent", sent.to_string()),
-            ("retained messages/count", broker.retained_count().to_string()),
-            ("subscriptions/count", broker.subscription_count().to_string()),
+            (
+                "retained messages/count",
+                broker.retained_count().to_string(),
+            ),
+            (
+                "subscriptions/count",
+                broker.subscription_count().to_string(),
+            ),
             ("store/messages/count", m.queued.get().to_string()),
             ("load/bytes/received", m.bytes_received.get().to_string()),
             ("load/bytes/sent", m.bytes_sent.get().to_string()),
         ];
         for (suffix, value) in stats {
             let topic = format!("$SYS/broker/{suffix}");
-            broker.publish(Message::new(topic.into(), value.into(), QoS::AtMostOnce, true, None));
+            broker.publish(Message::new(
+                topic.into(),
+                value.into(),
+                QoS::AtMostOnce,
+                true,
+                None,
+            ));
         }
     }
 }

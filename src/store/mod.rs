@@ -11,8 +11,8 @@
 //! back-pressure). Values are opaque bytes: the mqtt layer owns their format.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,9 +42,15 @@ pub enum SyncMode {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open store {path}: {source}")]
-    Open { path: PathBuf, source: Box<redb::Error> },
+    Open {
+        path: PathBuf,
+        source: Box<redb::Error>,
+    },
     #[error("store read failed: {0}")]
     Read(Box<redb::Error>),
 }
@@ -111,7 +117,11 @@ pub struct Store {
 
 impl Store {
     /// Open (or create) `dir/junction.redb`, read its contents, and start the writer thread.
-    pub fn open(dir: &Path, mode: SyncMode, metrics: Arc<Metrics>) -> Result<(Store, Loaded), StoreError> {
+    pub fn open(
+        dir: &Path,
+        mode: SyncMode,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -121,9 +131,9 @@ impl Store {
             path: path.clone(),
             source: Box::new(e.into()),
         })?;
-        init_tables(&db).map_err(|e| StoreError::Open {
+        init_tables(&db).map_err(|source| StoreError::Open {
             path: path.clone(),
-            source: Box::new(e),
+            source,
         })?;
         let loaded = load(&db)?;
         let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
@@ -165,7 +175,10 @@ impl Store {
                 return;
             }
             // The timeout only guards against a writer that died.
-            if tokio::time::timeout(Duration::from_secs(5), notified).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), notified)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -206,14 +219,18 @@ impl Store {
     }
 }
 
-fn init_tables(db: &Database) -> Result<(), redb::Error> {
-    let tx = db.begin_write()?;
-    tx.open_table(RETAINED)?;
-    tx.open_table(SESSIONS)?;
-    tx.open_table(DELIVERIES)?;
-    tx.open_table(AWAITING_REL)?;
-    tx.commit()?;
+fn init_tables(db: &Database) -> Result<(), Box<redb::Error>> {
+    let tx = db.begin_write().map_err(boxed)?;
+    tx.open_table(RETAINED).map_err(boxed)?;
+    tx.open_table(SESSIONS).map_err(boxed)?;
+    tx.open_table(DELIVERIES).map_err(boxed)?;
+    tx.open_table(AWAITING_REL).map_err(boxed)?;
+    tx.commit().map_err(boxed)?;
     Ok(())
+}
+
+fn boxed<E: Into<redb::Error>>(e: E) -> Box<redb::Error> {
+    Box::new(e.into())
 }
 
 fn load(db: &Database) -> Result<Loaded, StoreError> {
@@ -222,7 +239,8 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
     let retained = rtx.open_table(RETAINED).map_err(read_err)?;
     for item in retained.iter().map_err(read_err)? {
         let (k, v) = item.map_err(read_err)?;
-        out.retained.push((k.value().to_owned(), v.value().to_vec()));
+        out.retained
+            .push((k.value().to_owned(), v.value().to_vec()));
     }
     let sessions = rtx.open_table(SESSIONS).map_err(read_err)?;
     let deliveries = rtx.open_table(DELIVERIES).map_err(read_err)?;
@@ -235,11 +253,17 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             meta: v.value().to_vec(),
             ..Default::default()
         };
-        for d in deliveries.range((client, 0u64)..=(client, u64::MAX)).map_err(read_err)? {
+        for d in deliveries
+            .range((client, 0u64)..=(client, u64::MAX))
+            .map_err(read_err)?
+        {
             let (k, v) = d.map_err(read_err)?;
             s.deliveries.push((k.value().1, v.value().to_vec()));
         }
-        for r in rels.range((client, 0u16)..=(client, u16::MAX)).map_err(read_err)? {
+        for r in rels
+            .range((client, 0u16)..=(client, u16::MAX))
+            .map_err(read_err)?
+        {
             let (k, _) = r.map_err(read_err)?;
             s.awaiting_rel.push(k.value().1);
         }
@@ -248,7 +272,13 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
     Ok(out)
 }
 
-fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metrics>, progress: Arc<Progress>) {
+fn writer(
+    db: Database,
+    rx: Receiver<StoreOp>,
+    mode: SyncMode,
+    metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
+) {
     let mut batch = Vec::new();
     loop {
         match rx.recv() {
@@ -259,7 +289,9 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
             let deadline = Instant::now() + d;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || matches!(batch.last(), Some(StoreOp::Flush(_) | StoreOp::Close(_))) {
+                if left.is_zero()
+                    || matches!(batch.last(), Some(StoreOp::Flush(_) | StoreOp::Close(_)))
+                {
                     break;
                 }
                 match rx.recv_timeout(left) {
@@ -298,6 +330,17 @@ fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metr
 }
 
 fn apply(
+    db: &Database,
+    batch: &mut Vec<StoreOp>,
+    flushes: &mut Vec<SyncSender<()>>,
+    close: &mut Option<SyncSender<()>>,
+) -> Result<(), Box<redb::Error>> {
+    apply_ops(db, batch, flushes, close).map_err(Box::new)
+}
+
+// Uses `?` on redb's own error type throughout; `apply` boxes it at the boundary.
+#[allow(clippy::result_large_err)]
+fn apply_ops(
     db: &Database,
     batch: &mut Vec<StoreOp>,
     flushes: &mut Vec<SyncSender<()>>,

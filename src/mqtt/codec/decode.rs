@@ -119,7 +119,9 @@ impl Reader {
         let n = usize::from(self.u16()?);
         let raw = self.buf.get(..n).ok_or(SHORT)?;
         check_no_nul(raw)?;
-        let s = std::str::from_utf8(raw).map_err(|_| Malformed("invalid UTF-8 string"))?.to_owned();
+        let s = std::str::from_utf8(raw)
+            .map_err(|_| Malformed("invalid UTF-8 string"))?
+            .to_owned();
         self.buf.advance(n);
         Ok(s)
     }
@@ -159,7 +161,9 @@ fn check_first_byte(kind: u8, flags: u8, protocol: Option<Protocol>) -> Result<(
     }
     match protocol {
         None if kind != CONNECT => Err(ProtocolError("first packet must be CONNECT")),
-        Some(Protocol::V3 | Protocol::V4) if kind == AUTH => Err(Malformed("reserved packet type 15")),
+        Some(Protocol::V3 | Protocol::V4) if kind == AUTH => {
+            Err(Malformed("reserved packet type 15"))
+        }
         _ => Ok(()),
     }
 }
@@ -198,7 +202,10 @@ pub(crate) fn decode(
     debug_assert!(remaining <= MAX_VARINT);
     let size = header_len + remaining;
     if size > max_packet_size {
-        return Err(DecodeError::TooLarge { size, max: max_packet_size });
+        return Err(DecodeError::TooLarge {
+            size,
+            max: max_packet_size,
+        });
     }
     if buf.len() < size {
         return Ok(None);
@@ -271,18 +278,40 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         return Err(Malformed("password without user name"));
     }
     let keep_alive = r.u16()?;
-    let properties = if is_v5(v) { properties::read_connect(r)? } else { ConnectProperties::default() };
+    let properties = if is_v5(v) {
+        properties::read_connect(r)?
+    } else {
+        ConnectProperties::default()
+    };
     let client_id = r.string()?;
     let will = if will_flag {
-        let properties = if is_v5(v) { properties::read_will(r)? } else { WillProperties::default() };
+        let properties = if is_v5(v) {
+            properties::read_will(r)?
+        } else {
+            WillProperties::default()
+        };
         let topic = r.bytestring()?;
         let payload = r.binary()?;
-        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
     } else {
         None
     };
-    let username = if has_username { Some(r.string()?) } else { None };
-    let password = if has_password { Some(r.binary()?) } else { None };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     r.finish()?;
     Ok(Connect {
         protocol: Some(v),
@@ -319,13 +348,21 @@ fn connack(r: &mut Reader, v: Protocol) -> Result<ConnAck, DecodeError> {
     };
     let code = r.u8()?;
     let (code, properties) = if is_v5(v) {
-        let props = if r.is_empty() { ConnAckProperties::default() } else { properties::read_connack(r)? };
+        let props = if r.is_empty() {
+            ConnAckProperties::default()
+        } else {
+            properties::read_connack(r)?
+        };
         (code, props)
     } else {
         (connack_code_from_v3(code)?, ConnAckProperties::default())
     };
     r.finish()?;
-    Ok(ConnAck { session_present, code, properties })
+    Ok(ConnAck {
+        session_present,
+        code,
+        properties,
+    })
 }
 
 fn publish(r: &mut Reader, flags: u8, v: Protocol) -> Result<Publish, DecodeError> {
@@ -337,18 +374,36 @@ fn publish(r: &mut Reader, flags: u8, v: Protocol) -> Result<Publish, DecodeErro
     }
     let topic = r.bytestring()?;
     let pkid = if qos == QoS::AtMostOnce { 0 } else { pkid(r)? };
-    let properties = if is_v5(v) { properties::read_publish(r)? } else { PublishProperties::default() };
+    let properties = if is_v5(v) {
+        properties::read_publish(r)?
+    } else {
+        PublishProperties::default()
+    };
     if topic.is_empty() && properties.topic_alias.is_none() {
         return Err(ProtocolError("empty topic name"));
     }
+    if topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+        return Err(ProtocolError("wildcard in topic name"));
+    }
     let payload = r.rest();
-    Ok(Publish { dup, qos, retain, topic, pkid, properties, payload })
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        pkid,
+        properties,
+        payload,
+    })
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP.
 fn ack(r: &mut Reader, v: Protocol) -> Result<PubAck, DecodeError> {
     let pkid = pkid(r)?;
-    let mut ack = PubAck { pkid, ..PubAck::default() };
+    let mut ack = PubAck {
+        pkid,
+        ..PubAck::default()
+    };
     if is_v5(v) && !r.is_empty() {
         ack.reason = r.u8()?;
         if !r.is_empty() {
@@ -361,7 +416,11 @@ fn ack(r: &mut Reader, v: Protocol) -> Result<PubAck, DecodeError> {
 
 fn subscribe(r: &mut Reader, v: Protocol) -> Result<Subscribe, DecodeError> {
     let pkid = pkid(r)?;
-    let properties = if is_v5(v) { properties::read_subscribe(r)? } else { SubscribeProperties::default() };
+    let properties = if is_v5(v) {
+        properties::read_subscribe(r)?
+    } else {
+        SubscribeProperties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
@@ -386,19 +445,31 @@ fn subscribe(r: &mut Reader, v: Protocol) -> Result<Subscribe, DecodeError> {
             if options & 0xFC != 0 {
                 return Err(Malformed("subscription options reserved bits set"));
             }
-            SubscribeFilter { filter, qos, ..SubscribeFilter::default() }
+            SubscribeFilter {
+                filter,
+                qos,
+                ..SubscribeFilter::default()
+            }
         };
         filters.push(f);
     }
     if filters.is_empty() {
         return Err(ProtocolError("SUBSCRIBE without topic filters"));
     }
-    Ok(Subscribe { pkid, filters, properties })
+    Ok(Subscribe {
+        pkid,
+        filters,
+        properties,
+    })
 }
 
 fn suback(r: &mut Reader, v: Protocol) -> Result<SubAck, DecodeError> {
     let pkid = pkid(r)?;
-    let properties = if is_v5(v) { properties::read_ack(r)? } else { AckProperties::default() };
+    let properties = if is_v5(v) {
+        properties::read_ack(r)?
+    } else {
+        AckProperties::default()
+    };
     let reasons = r.rest().to_vec();
     if reasons.is_empty() {
         return Err(ProtocolError("SUBACK without return codes"));
@@ -406,12 +477,20 @@ fn suback(r: &mut Reader, v: Protocol) -> Result<SubAck, DecodeError> {
     if !is_v5(v) && reasons.iter().any(|&c| !matches!(c, 0 | 1 | 2 | 0x80)) {
         return Err(Malformed("reserved SUBACK return code"));
     }
-    Ok(SubAck { pkid, reasons, properties })
+    Ok(SubAck {
+        pkid,
+        reasons,
+        properties,
+    })
 }
 
 fn unsubscribe(r: &mut Reader, v: Protocol) -> Result<Unsubscribe, DecodeError> {
     let pkid = pkid(r)?;
-    let user_properties = if is_v5(v) { properties::read_unsubscribe(r)? } else { Vec::new() };
+    let user_properties = if is_v5(v) {
+        properties::read_unsubscribe(r)?
+    } else {
+        Vec::new()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         filters.push(r.string()?);
@@ -419,21 +498,32 @@ fn unsubscribe(r: &mut Reader, v: Protocol) -> Result<Unsubscribe, DecodeError> 
     if filters.is_empty() {
         return Err(ProtocolError("UNSUBSCRIBE without topic filters"));
     }
-    Ok(Unsubscribe { pkid, filters, user_properties })
+    Ok(Unsubscribe {
+        pkid,
+        filters,
+        user_properties,
+    })
 }
 
 fn unsuback(r: &mut Reader, v: Protocol) -> Result<UnsubAck, DecodeError> {
     let pkid = pkid(r)?;
     if !is_v5(v) {
         r.finish()?;
-        return Ok(UnsubAck { pkid, ..UnsubAck::default() });
+        return Ok(UnsubAck {
+            pkid,
+            ..UnsubAck::default()
+        });
     }
     let properties = properties::read_ack(r)?;
     let reasons = r.rest().to_vec();
     if reasons.is_empty() {
         return Err(ProtocolError("UNSUBACK without reason codes"));
     }
-    Ok(UnsubAck { pkid, reasons, properties })
+    Ok(UnsubAck {
+        pkid,
+        reasons,
+        properties,
+    })
 }
 
 fn disconnect(r: &mut Reader, v: Protocol) -> Result<Disconnect, DecodeError> {
@@ -484,7 +574,9 @@ mod tests {
 
     fn connect_v4_bytes() -> Vec<u8> {
         // CONNECT, MQTT 3.1.1, clean session, keep alive 60, client id "c".
-        vec![0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c']
+        vec![
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c',
+        ]
     }
 
     #[test]
@@ -500,7 +592,11 @@ mod tests {
         encode(&p, Protocol::V5, &mut frame).unwrap();
         for n in 0..frame.len() {
             let mut part = BytesMut::from(&frame[..n]);
-            assert_eq!(decode(&mut part, Some(Protocol::V5), MAX), Ok(None), "prefix {n}");
+            assert_eq!(
+                decode(&mut part, Some(Protocol::V5), MAX),
+                Ok(None),
+                "prefix {n}"
+            );
             assert_eq!(part.len(), n);
         }
         let mut whole = frame.clone();
@@ -517,7 +613,10 @@ mod tests {
             Err(Malformed("remaining length longer than 4 bytes"))
         );
         // Detected before the 5th byte arrives.
-        assert!(matches!(v4(&[0x30, 0x80, 0x80, 0x80, 0x80]), Err(Malformed(_))));
+        assert!(matches!(
+            v4(&[0x30, 0x80, 0x80, 0x80, 0x80]),
+            Err(Malformed(_))
+        ));
         // Non-minimal encoding of 0.
         assert!(matches!(v4(&[0xC0, 0x80, 0x00]), Err(Malformed(_))));
         // Incomplete length.
@@ -535,45 +634,89 @@ mod tests {
     fn too_large_before_the_frame_is_buffered() {
         // PUBLISH announcing 1000 bytes, only the header present.
         let mut b = BytesMut::from(&[0x30, 0xE8, 0x07][..]);
-        assert_eq!(decode(&mut b, Some(Protocol::V4), 1002), Err(TooLarge { size: 1003, max: 1002 }));
+        assert_eq!(
+            decode(&mut b, Some(Protocol::V4), 1002),
+            Err(TooLarge {
+                size: 1003,
+                max: 1002
+            })
+        );
         assert_eq!(b.len(), 3);
         let mut b = BytesMut::from(&[0x30, 0xE8, 0x07][..]);
         assert_eq!(decode(&mut b, Some(Protocol::V4), 1003), Ok(None));
         // max counts the fixed header: PINGREQ is 2 bytes.
         let mut b = BytesMut::from(&[0xC0, 0][..]);
-        assert_eq!(decode(&mut b, Some(Protocol::V4), 1), Err(TooLarge { size: 2, max: 1 }));
+        assert_eq!(
+            decode(&mut b, Some(Protocol::V4), 1),
+            Err(TooLarge { size: 2, max: 1 })
+        );
     }
 
     #[test]
     fn reserved_flags() {
         for p in ALL {
-            assert!(matches!(dec(&[0x41, 2, 0, 1], Some(p)), Err(Malformed(_))), "PUBACK flags");
-            assert!(matches!(dec(&[0x60, 2, 0, 1], Some(p)), Err(Malformed(_))), "PUBREL flags");
-            assert!(matches!(dec(&[0x80, 6, 0, 1, 0, 1, b'a', 0], Some(p)), Err(Malformed(_))));
-            assert!(matches!(dec(&[0xA0, 5, 0, 1, 0, 1, b'a'], Some(p)), Err(Malformed(_))));
+            assert!(
+                matches!(dec(&[0x41, 2, 0, 1], Some(p)), Err(Malformed(_))),
+                "PUBACK flags"
+            );
+            assert!(
+                matches!(dec(&[0x60, 2, 0, 1], Some(p)), Err(Malformed(_))),
+                "PUBREL flags"
+            );
+            assert!(matches!(
+                dec(&[0x80, 6, 0, 1, 0, 1, b'a', 0], Some(p)),
+                Err(Malformed(_))
+            ));
+            assert!(matches!(
+                dec(&[0xA0, 5, 0, 1, 0, 1, b'a'], Some(p)),
+                Err(Malformed(_))
+            ));
             assert!(matches!(dec(&[0xC1, 0], Some(p)), Err(Malformed(_))));
             assert!(matches!(dec(&[0x00, 0], Some(p)), Err(Malformed(_))));
             assert!(matches!(dec(&[0x11, 0], Some(p)), Err(Malformed(_))));
             // PUBLISH QoS 3, and DUP on QoS 0.
-            assert!(matches!(dec(&[0x36, 5, 0, 1, b'a', 0, 1], Some(p)), Err(Malformed(_))));
-            assert!(matches!(dec(&[0x38, 3, 0, 1, b'a'], Some(p)), Err(Malformed(_))));
-            assert!(matches!(dec(&[0x62, 2, 0, 1], Some(p)), Ok(Some(Packet::PubRel(_)))));
+            assert!(matches!(
+                dec(&[0x36, 5, 0, 1, b'a', 0, 1], Some(p)),
+                Err(Malformed(_))
+            ));
+            assert!(matches!(
+                dec(&[0x38, 3, 0, 1, b'a'], Some(p)),
+                Err(Malformed(_))
+            ));
+            assert!(matches!(
+                dec(&[0x62, 2, 0, 1], Some(p)),
+                Ok(Some(Packet::PubRel(_)))
+            ));
         }
-        assert!(matches!(v4(&[0xF0, 0]), Err(Malformed(_))), "AUTH is not 3.1.1");
+        assert!(
+            matches!(v4(&[0xF0, 0]), Err(Malformed(_))),
+            "AUTH is not 3.1.1"
+        );
         assert_eq!(v5(&[0xF0, 0]), Ok(Some(Packet::Auth(Auth::default()))));
     }
 
     #[test]
     fn first_packet_must_be_connect() {
-        assert_eq!(dec(&[0xC0, 0], None), Err(ProtocolError("first packet must be CONNECT")));
-        assert_eq!(dec(&[0x20, 2, 0, 0], None), Err(ProtocolError("first packet must be CONNECT")));
-        let Ok(Some(Packet::Connect(c))) = dec(&connect_v4_bytes(), None) else { panic!() };
+        assert_eq!(
+            dec(&[0xC0, 0], None),
+            Err(ProtocolError("first packet must be CONNECT"))
+        );
+        assert_eq!(
+            dec(&[0x20, 2, 0, 0], None),
+            Err(ProtocolError("first packet must be CONNECT"))
+        );
+        let Ok(Some(Packet::Connect(c))) = dec(&connect_v4_bytes(), None) else {
+            panic!()
+        };
         assert_eq!(c.protocol, Some(Protocol::V4));
         assert_eq!(c.client_id, "c");
         assert!(c.clean_start);
         assert_eq!(c.keep_alive, 60);
         // A CONNECT is still decodable once the protocol is known.
-        assert!(matches!(dec(&connect_v4_bytes(), Some(Protocol::V5)), Ok(Some(Packet::Connect(_)))));
+        assert!(matches!(
+            dec(&connect_v4_bytes(), Some(Protocol::V5)),
+            Ok(Some(Packet::Connect(_)))
+        ));
     }
 
     #[test]
@@ -581,7 +724,9 @@ mod tests {
         let mut v3 = vec![0x10, 15, 0, 6];
         v3.extend_from_slice(b"MQIsdp");
         v3.extend_from_slice(&[3, 0x02, 0, 10, 0, 1, b'c']);
-        let Ok(Some(Packet::Connect(c))) = dec(&v3, None) else { panic!() };
+        let Ok(Some(Packet::Connect(c))) = dec(&v3, None) else {
+            panic!()
+        };
         assert_eq!(c.protocol, Some(Protocol::V3));
 
         let mut level = connect_v4_bytes();
@@ -592,8 +737,12 @@ mod tests {
         let mut name = connect_v4_bytes();
         name[4] = b'X';
         assert_eq!(dec(&name, None), Err(UnsupportedProtocol(4)));
-        let v5 = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 0];
-        let Ok(Some(Packet::Connect(c))) = dec(&v5, None) else { panic!() };
+        let v5 = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 0,
+        ];
+        let Ok(Some(Packet::Connect(c))) = dec(&v5, None) else {
+            panic!()
+        };
         assert_eq!(c.protocol, Some(Protocol::V5));
         assert_eq!(c.client_id, "");
     }
@@ -605,16 +754,35 @@ mod tests {
             b[9] = f;
             b
         };
-        assert_eq!(dec(&with_flags(0x03), None), Err(Malformed("CONNECT reserved flag set")));
-        assert!(matches!(dec(&with_flags(0x08), None), Err(Malformed(_))), "will qos without will");
-        assert!(matches!(dec(&with_flags(0x20), None), Err(Malformed(_))), "will retain without will");
-        assert!(matches!(dec(&with_flags(0x1C), None), Err(Malformed(_))), "will qos 3");
-        assert_eq!(dec(&with_flags(0x40), None), Err(Malformed("password without user name")));
+        assert_eq!(
+            dec(&with_flags(0x03), None),
+            Err(Malformed("CONNECT reserved flag set"))
+        );
+        assert!(
+            matches!(dec(&with_flags(0x08), None), Err(Malformed(_))),
+            "will qos without will"
+        );
+        assert!(
+            matches!(dec(&with_flags(0x20), None), Err(Malformed(_))),
+            "will retain without will"
+        );
+        assert!(
+            matches!(dec(&with_flags(0x1C), None), Err(Malformed(_))),
+            "will qos 3"
+        );
+        assert_eq!(
+            dec(&with_flags(0x40), None),
+            Err(Malformed("password without user name"))
+        );
         // v5: password without user name is fine.
-        let v5 = [0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x40, 0, 0, 0, 0, 0, 0, 2, b'p', b'w'];
+        let v5 = [
+            0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x40, 0, 0, 0, 0, 0, 0, 2, b'p', b'w',
+        ];
         let mut v5 = v5.to_vec();
         v5[1] = (v5.len() - 2) as u8;
-        let Ok(Some(Packet::Connect(c))) = dec(&v5, None) else { panic!("{:?}", dec(&v5, None)) };
+        let Ok(Some(Packet::Connect(c))) = dec(&v5, None) else {
+            panic!("{:?}", dec(&v5, None))
+        };
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
         assert_eq!(c.username, None);
         // Trailing bytes after the payload.
@@ -628,9 +796,15 @@ mod tests {
     fn strings_must_be_utf8_without_nul() {
         // PUBLISH topic with NUL, then with invalid UTF-8.
         assert!(matches!(v4(&[0x30, 4, 0, 2, b'a', 0]), Err(Malformed(_))));
-        assert!(matches!(v4(&[0x30, 4, 0, 2, 0xC3, 0x28]), Err(Malformed(_))));
+        assert!(matches!(
+            v4(&[0x30, 4, 0, 2, 0xC3, 0x28]),
+            Err(Malformed(_))
+        ));
         // SUBSCRIBE filter with invalid UTF-8.
-        assert!(matches!(v4(&[0x82, 6, 0, 1, 0, 1, 0xFF, 0]), Err(Malformed(_))));
+        assert!(matches!(
+            v4(&[0x82, 6, 0, 1, 0, 1, 0xFF, 0]),
+            Err(Malformed(_))
+        ));
         // String length running past the frame.
         assert!(matches!(v4(&[0x30, 3, 0, 9, b'a']), Err(Malformed(_))));
     }
@@ -640,36 +814,88 @@ mod tests {
         let frame = [0x33, 9, 0, 3, b'a', b'/', b'b', 0, 5, b'h', b'i'];
         let mut b = BytesMut::from(&frame[..]);
         let base = b.as_ptr() as usize;
-        let Ok(Some(Packet::Publish(p))) = decode(&mut b, Some(Protocol::V4), MAX) else { panic!() };
-        assert_eq!((p.qos, p.retain, p.dup, p.pkid), (QoS::AtLeastOnce, true, false, 5));
+        let Ok(Some(Packet::Publish(p))) = decode(&mut b, Some(Protocol::V4), MAX) else {
+            panic!()
+        };
+        assert_eq!(
+            (p.qos, p.retain, p.dup, p.pkid),
+            (QoS::AtLeastOnce, true, false, 5)
+        );
         assert_eq!(&p.topic[..], "a/b");
         assert_eq!(&p.payload[..], b"hi");
-        assert_eq!(p.topic.as_bytes().as_ptr() as usize, base + 4, "topic shares the frame");
-        assert_eq!(p.payload.as_ptr() as usize, base + 9, "payload shares the frame");
+        assert_eq!(
+            p.topic.as_bytes().as_ptr() as usize,
+            base + 4,
+            "topic shares the frame"
+        );
+        assert_eq!(
+            p.payload.as_ptr() as usize,
+            base + 9,
+            "payload shares the frame"
+        );
 
-        assert_eq!(v4(&[0x32, 5, 0, 1, b'a', 0, 0]), Err(ProtocolError("packet identifier 0")));
+        assert_eq!(
+            v4(&[0x32, 5, 0, 1, b'a', 0, 0]),
+            Err(ProtocolError("packet identifier 0"))
+        );
         assert_eq!(v4(&[0x30, 2, 0, 0]), Err(ProtocolError("empty topic name")));
-        assert_eq!(v5(&[0x30, 3, 0, 0, 0]), Err(ProtocolError("empty topic name")));
+        assert_eq!(
+            v5(&[0x30, 3, 0, 0, 0]),
+            Err(ProtocolError("empty topic name"))
+        );
         // v5: empty topic with a topic alias.
-        let Ok(Some(Packet::Publish(p))) = v5(&[0x30, 6, 0, 0, 3, 0x23, 0, 9]) else { panic!() };
+        let Ok(Some(Packet::Publish(p))) = v5(&[0x30, 6, 0, 0, 3, 0x23, 0, 9]) else {
+            panic!()
+        };
         assert_eq!(p.properties.topic_alias, Some(9));
         // v5 property block longer than the packet.
-        assert!(matches!(v5(&[0x30, 5, 0, 1, b'a', 9, 1]), Err(Malformed(_))));
+        assert!(matches!(
+            v5(&[0x30, 5, 0, 1, b'a', 9, 1]),
+            Err(Malformed(_))
+        ));
         // v5 duplicate property.
-        assert!(matches!(v5(&[0x30, 9, 0, 1, b'a', 4, 1, 0, 1, 1, b'x']), Err(ProtocolError(_))));
+        assert!(matches!(
+            v5(&[0x30, 9, 0, 1, b'a', 4, 1, 0, 1, 1, b'x']),
+            Err(ProtocolError(_))
+        ));
+        // Wildcards are for filters, not topic names.
+        assert_eq!(
+            v4(&[0x30, 4, 0, 2, b'a', b'#']),
+            Err(ProtocolError("wildcard in topic name"))
+        );
+        assert_eq!(
+            v5(&[0x30, 5, 0, 2, b'+', b'/', 0]),
+            Err(ProtocolError("wildcard in topic name"))
+        );
         // v5 Topic Alias 0.
-        assert!(matches!(v5(&[0x30, 7, 0, 1, b'a', 3, 0x23, 0, 0]), Err(ProtocolError(_))));
+        assert!(matches!(
+            v5(&[0x30, 7, 0, 1, b'a', 3, 0x23, 0, 0]),
+            Err(ProtocolError(_))
+        ));
     }
 
     #[test]
     fn acks_short_forms() {
-        let ok = |reason: u8| PubAck { pkid: 1, reason, properties: AckProperties::default() };
+        let ok = |reason: u8| PubAck {
+            pkid: 1,
+            reason,
+            properties: AckProperties::default(),
+        };
         assert_eq!(v5(&[0x40, 2, 0, 1]), Ok(Some(Packet::PubAck(ok(0)))));
-        assert_eq!(v5(&[0x50, 3, 0, 1, 0x10]), Ok(Some(Packet::PubRec(ok(0x10)))));
-        assert_eq!(v5(&[0x62, 4, 0, 1, 0x92, 0]), Ok(Some(Packet::PubRel(ok(0x92)))));
+        assert_eq!(
+            v5(&[0x50, 3, 0, 1, 0x10]),
+            Ok(Some(Packet::PubRec(ok(0x10))))
+        );
+        assert_eq!(
+            v5(&[0x62, 4, 0, 1, 0x92, 0]),
+            Ok(Some(Packet::PubRel(ok(0x92))))
+        );
         assert_eq!(v4(&[0x70, 2, 0, 1]), Ok(Some(Packet::PubComp(ok(0)))));
         assert_eq!(v4(&[0x70, 3, 0, 1, 0]), Err(TRAILING));
-        assert_eq!(v4(&[0x40, 2, 0, 0]), Err(ProtocolError("packet identifier 0")));
+        assert_eq!(
+            v4(&[0x40, 2, 0, 0]),
+            Err(ProtocolError("packet identifier 0"))
+        );
         assert!(matches!(v4(&[0x40, 1, 0]), Err(Malformed(_))));
         // Encoding picks the shortest form.
         for (reason, len) in [(0u8, 4usize), (0x10, 5)] {
@@ -683,53 +909,119 @@ mod tests {
     fn connack() {
         assert_eq!(
             v4(&[0x20, 2, 1, 0]),
-            Ok(Some(Packet::ConnAck(ConnAck { session_present: true, ..ConnAck::default() })))
+            Ok(Some(Packet::ConnAck(ConnAck {
+                session_present: true,
+                ..ConnAck::default()
+            })))
         );
-        let Ok(Some(Packet::ConnAck(c))) = v4(&[0x20, 2, 0, 5]) else { panic!() };
+        let Ok(Some(Packet::ConnAck(c))) = v4(&[0x20, 2, 0, 5]) else {
+            panic!()
+        };
         assert_eq!(c.code, reason::NOT_AUTHORIZED);
         assert!(matches!(v4(&[0x20, 2, 0, 6]), Err(Malformed(_))));
-        assert!(matches!(v4(&[0x20, 2, 2, 0]), Err(Malformed(_))), "reserved flags");
-        let Ok(Some(Packet::ConnAck(c))) = dec(&[0x20, 2, 1, 0], Some(Protocol::V3)) else { panic!() };
+        assert!(
+            matches!(v4(&[0x20, 2, 2, 0]), Err(Malformed(_))),
+            "reserved flags"
+        );
+        let Ok(Some(Packet::ConnAck(c))) = dec(&[0x20, 2, 1, 0], Some(Protocol::V3)) else {
+            panic!()
+        };
         assert!(!c.session_present, "3.1 has no session present flag");
-        let Ok(Some(Packet::ConnAck(c))) = v5(&[0x20, 5, 0, 0x86, 2, 0x24, 1]) else { panic!() };
+        let Ok(Some(Packet::ConnAck(c))) = v5(&[0x20, 5, 0, 0x86, 2, 0x24, 1]) else {
+            panic!()
+        };
         assert_eq!((c.code, c.properties.maximum_qos), (0x86, Some(1)));
         // An AUTH property in CONNACK is fine, a Topic Alias is not.
-        assert!(matches!(v5(&[0x20, 6, 0, 0, 3, 0x23, 0, 1]), Err(Malformed(_))));
+        assert!(matches!(
+            v5(&[0x20, 6, 0, 0, 3, 0x23, 0, 1]),
+            Err(Malformed(_))
+        ));
     }
 
     #[test]
     fn subscribe_rules() {
-        let Ok(Some(Packet::Subscribe(s))) = v4(&[0x82, 6, 0, 1, 0, 1, b'a', 2]) else { panic!() };
+        let Ok(Some(Packet::Subscribe(s))) = v4(&[0x82, 6, 0, 1, 0, 1, b'a', 2]) else {
+            panic!()
+        };
         assert_eq!(s.filters[0].qos, QoS::ExactlyOnce);
-        assert_eq!(v4(&[0x82, 2, 0, 1]), Err(ProtocolError("SUBSCRIBE without topic filters")));
-        assert_eq!(v5(&[0x82, 3, 0, 1, 0]), Err(ProtocolError("SUBSCRIBE without topic filters")));
-        assert_eq!(v4(&[0x82, 6, 0, 0, 0, 1, b'a', 0]), Err(ProtocolError("packet identifier 0")));
-        assert!(matches!(v4(&[0x82, 6, 0, 1, 0, 1, b'a', 3]), Err(Malformed(_))), "QoS 3");
-        assert!(matches!(v4(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04]), Err(Malformed(_))), "v4 no_local bit");
-        let Ok(Some(Packet::Subscribe(s))) = v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x2D]) else { panic!() };
+        assert_eq!(
+            v4(&[0x82, 2, 0, 1]),
+            Err(ProtocolError("SUBSCRIBE without topic filters"))
+        );
+        assert_eq!(
+            v5(&[0x82, 3, 0, 1, 0]),
+            Err(ProtocolError("SUBSCRIBE without topic filters"))
+        );
+        assert_eq!(
+            v4(&[0x82, 6, 0, 0, 0, 1, b'a', 0]),
+            Err(ProtocolError("packet identifier 0"))
+        );
+        assert!(
+            matches!(v4(&[0x82, 6, 0, 1, 0, 1, b'a', 3]), Err(Malformed(_))),
+            "QoS 3"
+        );
+        assert!(
+            matches!(v4(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04]), Err(Malformed(_))),
+            "v4 no_local bit"
+        );
+        let Ok(Some(Packet::Subscribe(s))) = v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x2D]) else {
+            panic!()
+        };
         let f = &s.filters[0];
-        assert_eq!((f.qos, f.no_local, f.retain_as_published, f.retain_handling), (QoS::AtLeastOnce, true, true, 2));
-        assert_eq!(v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x30]), Err(ProtocolError("retain handling 3")));
-        assert!(matches!(v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40]), Err(Malformed(_))));
+        assert_eq!(
+            (f.qos, f.no_local, f.retain_as_published, f.retain_handling),
+            (QoS::AtLeastOnce, true, true, 2)
+        );
+        assert_eq!(
+            v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x30]),
+            Err(ProtocolError("retain handling 3"))
+        );
+        assert!(matches!(
+            v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40]),
+            Err(Malformed(_))
+        ));
         // Missing options byte.
-        assert!(matches!(v4(&[0x82, 5, 0, 1, 0, 1, b'a']), Err(Malformed(_))));
+        assert!(matches!(
+            v4(&[0x82, 5, 0, 1, 0, 1, b'a']),
+            Err(Malformed(_))
+        ));
     }
 
     #[test]
     fn suback_unsubscribe_unsuback() {
-        let Ok(Some(Packet::SubAck(s))) = v4(&[0x90, 4, 0, 1, 0x80, 1]) else { panic!() };
+        let Ok(Some(Packet::SubAck(s))) = v4(&[0x90, 4, 0, 1, 0x80, 1]) else {
+            panic!()
+        };
         assert_eq!(s.reasons, vec![0x80, 1]);
         assert!(matches!(v4(&[0x90, 3, 0, 1, 0x87]), Err(Malformed(_))));
         assert!(matches!(v4(&[0x90, 2, 0, 1]), Err(ProtocolError(_))));
-        let Ok(Some(Packet::SubAck(s))) = v5(&[0x90, 4, 0, 1, 0, 0x87]) else { panic!() };
+        let Ok(Some(Packet::SubAck(s))) = v5(&[0x90, 4, 0, 1, 0, 0x87]) else {
+            panic!()
+        };
         assert_eq!(s.reasons, vec![0x87]);
-        assert_eq!(v4(&[0xA2, 2, 0, 1]), Err(ProtocolError("UNSUBSCRIBE without topic filters")));
-        let Ok(Some(Packet::Unsubscribe(u))) = v4(&[0xA2, 5, 0, 1, 0, 1, b'a']) else { panic!() };
+        assert_eq!(
+            v4(&[0xA2, 2, 0, 1]),
+            Err(ProtocolError("UNSUBSCRIBE without topic filters"))
+        );
+        let Ok(Some(Packet::Unsubscribe(u))) = v4(&[0xA2, 5, 0, 1, 0, 1, b'a']) else {
+            panic!()
+        };
         assert_eq!(u.filters, vec!["a".to_string()]);
-        assert!(matches!(v4(&[0xA2, 5, 0, 0, 0, 1, b'a']), Err(ProtocolError(_))));
-        assert_eq!(v4(&[0xB0, 2, 0, 9]), Ok(Some(Packet::UnsubAck(UnsubAck { pkid: 9, ..Default::default() }))));
+        assert!(matches!(
+            v4(&[0xA2, 5, 0, 0, 0, 1, b'a']),
+            Err(ProtocolError(_))
+        ));
+        assert_eq!(
+            v4(&[0xB0, 2, 0, 9]),
+            Ok(Some(Packet::UnsubAck(UnsubAck {
+                pkid: 9,
+                ..Default::default()
+            })))
+        );
         assert_eq!(v4(&[0xB0, 3, 0, 9, 0]), Err(TRAILING));
-        let Ok(Some(Packet::UnsubAck(u))) = v5(&[0xB0, 5, 0, 9, 0, 0x11, 0]) else { panic!() };
+        let Ok(Some(Packet::UnsubAck(u))) = v5(&[0xB0, 5, 0, 9, 0, 0x11, 0]) else {
+            panic!()
+        };
         assert_eq!(u.reasons, vec![0x11, 0]);
     }
 
@@ -739,15 +1031,30 @@ mod tests {
             assert_eq!(dec(&[0xC0, 0], Some(p)), Ok(Some(Packet::PingReq)));
             assert_eq!(dec(&[0xD0, 0], Some(p)), Ok(Some(Packet::PingResp)));
             assert!(matches!(dec(&[0xC0, 1, 0], Some(p)), Err(Malformed(_))));
-            assert_eq!(dec(&[0xE0, 0], Some(p)), Ok(Some(Packet::Disconnect(Disconnect::default()))));
+            assert_eq!(
+                dec(&[0xE0, 0], Some(p)),
+                Ok(Some(Packet::Disconnect(Disconnect::default())))
+            );
         }
         assert_eq!(v4(&[0xE0, 1, 0x04]), Err(TRAILING));
-        let Ok(Some(Packet::Disconnect(d))) = v5(&[0xE0, 1, 0x04]) else { panic!() };
+        let Ok(Some(Packet::Disconnect(d))) = v5(&[0xE0, 1, 0x04]) else {
+            panic!()
+        };
         assert_eq!(d.reason, reason::DISCONNECT_WITH_WILL);
-        let Ok(Some(Packet::Disconnect(d))) = v5(&[0xE0, 7, 0x8E, 5, 0x11, 0, 0, 0, 9]) else { panic!() };
-        assert_eq!((d.reason, d.properties.session_expiry_interval), (0x8E, Some(9)));
-        let Ok(Some(Packet::Auth(a))) = v5(&[0xF0, 6, 0x18, 4, 0x15, 0, 1, b'm']) else { panic!() };
-        assert_eq!((a.reason, a.properties.authentication_method.as_deref()), (0x18, Some("m")));
+        let Ok(Some(Packet::Disconnect(d))) = v5(&[0xE0, 7, 0x8E, 5, 0x11, 0, 0, 0, 9]) else {
+            panic!()
+        };
+        assert_eq!(
+            (d.reason, d.properties.session_expiry_interval),
+            (0x8E, Some(9))
+        );
+        let Ok(Some(Packet::Auth(a))) = v5(&[0xF0, 6, 0x18, 4, 0x15, 0, 1, b'm']) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.reason, a.properties.authentication_method.as_deref()),
+            (0x18, Some("m"))
+        );
     }
 
     #[test]

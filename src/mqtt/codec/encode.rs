@@ -91,7 +91,11 @@ pub(crate) fn put_str<S: Sink>(s: &mut S, v: &str, what: &'static str) -> Result
     put_bin(s, v.as_bytes(), what)
 }
 
-pub(crate) fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<usize, EncodeError> {
+pub(crate) fn encode(
+    packet: &Packet,
+    protocol: Protocol,
+    out: &mut BytesMut,
+) -> Result<usize, EncodeError> {
     let Some(first) = first_byte(packet, protocol) else {
         return Ok(0);
     };
@@ -163,7 +167,11 @@ fn body<S: Sink>(packet: &Packet, v: Protocol, s: &mut S) -> Result<(), EncodeEr
     match packet {
         Packet::Connect(c) => connect(c, v, s),
         Packet::ConnAck(c) => {
-            s.byte(if v == Protocol::V3 { 0 } else { u8::from(c.session_present) });
+            s.byte(if v == Protocol::V3 {
+                0
+            } else {
+                u8::from(c.session_present)
+            });
             if v5 {
                 s.byte(c.code);
                 put_props(s, &c.properties)
@@ -269,7 +277,11 @@ fn body<S: Sink>(packet: &Packet, v: Protocol, s: &mut S) -> Result<(), EncodeEr
 
 fn connect<S: Sink>(c: &Connect, v: Protocol, s: &mut S) -> Result<(), EncodeError> {
     let v5 = v == Protocol::V5;
-    let name: &[u8] = if v == Protocol::V3 { b"MQIsdp" } else { b"MQTT" };
+    let name: &[u8] = if v == Protocol::V3 {
+        b"MQIsdp"
+    } else {
+        b"MQTT"
+    };
     put_bin(s, name, "protocol name")?;
     s.byte(v.level());
     let mut flags = u8::from(c.clean_start) << 1;
@@ -341,10 +353,20 @@ mod tests {
             payload: Bytes::from_static(b"hi"),
             ..Publish::default()
         });
-        assert_eq!(enc(&p, Protocol::V4).unwrap(), [0x3B, 9, 0, 3, b'a', b'/', b'b', 0, 5, b'h', b'i']);
-        assert_eq!(enc(&p, Protocol::V5).unwrap(), [0x3B, 10, 0, 3, b'a', b'/', b'b', 0, 5, 0, b'h', b'i']);
+        assert_eq!(
+            enc(&p, Protocol::V4).unwrap(),
+            [0x3B, 9, 0, 3, b'a', b'/', b'b', 0, 5, b'h', b'i']
+        );
+        assert_eq!(
+            enc(&p, Protocol::V5).unwrap(),
+            [0x3B, 10, 0, 3, b'a', b'/', b'b', 0, 5, 0, b'h', b'i']
+        );
         // QoS 0: no packet identifier, DUP cleared.
-        let q0 = Packet::Publish(Publish { topic: "t".into(), dup: true, ..Publish::default() });
+        let q0 = Packet::Publish(Publish {
+            topic: "t".into(),
+            dup: true,
+            ..Publish::default()
+        });
         assert_eq!(enc(&q0, Protocol::V4).unwrap(), [0x30, 3, 0, 1, b't']);
     }
 
@@ -356,7 +378,12 @@ mod tests {
             keep_alive: 60,
             username: Some("u".into()),
             password: Some(Bytes::from_static(b"p")),
-            will: Some(LastWill { topic: "w".into(), qos: QoS::AtLeastOnce, retain: true, ..LastWill::default() }),
+            will: Some(LastWill {
+                topic: "w".into(),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                ..LastWill::default()
+            }),
             ..Connect::default()
         };
         let b = enc(&Packet::Connect(Box::new(c.clone())), Protocol::V3).unwrap();
@@ -370,20 +397,47 @@ mod tests {
     #[test]
     fn connack_v3_codes() {
         let code = |c: u8| {
-            let p = Packet::ConnAck(ConnAck { code: c, session_present: true, ..ConnAck::default() });
-            (enc(&p, Protocol::V4).unwrap(), enc(&p, Protocol::V3).unwrap())
+            let p = Packet::ConnAck(ConnAck {
+                code: c,
+                session_present: true,
+                ..ConnAck::default()
+            });
+            (
+                enc(&p, Protocol::V4).unwrap(),
+                enc(&p, Protocol::V3).unwrap(),
+            )
         };
         assert_eq!(code(0), (vec![0x20, 2, 1, 0], vec![0x20, 2, 0, 0]));
-        for (v5, v3) in [(0x84u8, 1u8), (0x85, 2), (0x86, 4), (0x87, 5), (0x8C, 5), (0x88, 3), (0x89, 3), (0x80, 3)] {
+        for (v5, v3) in [
+            (0x84u8, 1u8),
+            (0x85, 2),
+            (0x86, 4),
+            (0x87, 5),
+            (0x8C, 5),
+            (0x88, 3),
+            (0x89, 3),
+            (0x80, 3),
+        ] {
             assert_eq!(code(v5).0[3], v3, "{v5:#x}");
         }
     }
 
     #[test]
     fn suback_unsuback_v3() {
-        let s = Packet::SubAck(SubAck { pkid: 1, reasons: vec![0, 2, 0x87, 0x80], ..SubAck::default() });
-        assert_eq!(enc(&s, Protocol::V4).unwrap(), [0x90, 6, 0, 1, 0, 2, 0x80, 0x80]);
-        let u = Packet::UnsubAck(UnsubAck { pkid: 1, reasons: vec![0x11], ..UnsubAck::default() });
+        let s = Packet::SubAck(SubAck {
+            pkid: 1,
+            reasons: vec![0, 2, 0x87, 0x80],
+            ..SubAck::default()
+        });
+        assert_eq!(
+            enc(&s, Protocol::V4).unwrap(),
+            [0x90, 6, 0, 1, 0, 2, 0x80, 0x80]
+        );
+        let u = Packet::UnsubAck(UnsubAck {
+            pkid: 1,
+            reasons: vec![0x11],
+            ..UnsubAck::default()
+        });
         assert_eq!(enc(&u, Protocol::V4).unwrap(), [0xB0, 2, 0, 1]);
         assert_eq!(enc(&u, Protocol::V5).unwrap(), [0xB0, 4, 0, 1, 0, 0x11]);
     }
@@ -393,41 +447,82 @@ mod tests {
         let a = PubAck {
             pkid: 3,
             reason: 0x10,
-            properties: AckProperties { reason_string: Some("r".into()), ..AckProperties::default() },
+            properties: AckProperties {
+                reason_string: Some("r".into()),
+                ..AckProperties::default()
+            },
         };
-        assert_eq!(enc(&Packet::PubRel(a.clone()), Protocol::V4).unwrap(), [0x62, 2, 0, 3]);
-        assert_eq!(enc(&Packet::PubRel(a), Protocol::V5).unwrap(), [0x62, 8, 0, 3, 0x10, 4, 0x1F, 0, 1, b'r']);
+        assert_eq!(
+            enc(&Packet::PubRel(a.clone()), Protocol::V4).unwrap(),
+            [0x62, 2, 0, 3]
+        );
+        assert_eq!(
+            enc(&Packet::PubRel(a), Protocol::V5).unwrap(),
+            [0x62, 8, 0, 3, 0x10, 4, 0x1F, 0, 1, b'r']
+        );
     }
 
     #[test]
     fn disconnect_and_auth_forms() {
         let normal = Packet::Disconnect(Disconnect::default());
-        let taken = Packet::Disconnect(Disconnect { reason: 0x8E, ..Disconnect::default() });
+        let taken = Packet::Disconnect(Disconnect {
+            reason: 0x8E,
+            ..Disconnect::default()
+        });
         assert_eq!(enc(&normal, Protocol::V5).unwrap(), [0xE0, 0]);
         assert_eq!(enc(&taken, Protocol::V5).unwrap(), [0xE0, 1, 0x8E]);
-        assert_eq!(enc(&normal, Protocol::V4).unwrap(), [0xE0, 0], "client's 3.x DISCONNECT");
-        assert_eq!(enc(&taken, Protocol::V4).unwrap(), [0u8; 0], "3.x server closes silently");
-        let auth = Packet::Auth(Auth { reason: 0x18, ..Auth::default() });
+        assert_eq!(
+            enc(&normal, Protocol::V4).unwrap(),
+            [0xE0, 0],
+            "client's 3.x DISCONNECT"
+        );
+        assert_eq!(
+            enc(&taken, Protocol::V4).unwrap(),
+            [0u8; 0],
+            "3.x server closes silently"
+        );
+        let auth = Packet::Auth(Auth {
+            reason: 0x18,
+            ..Auth::default()
+        });
         assert_eq!(enc(&auth, Protocol::V3).unwrap(), [0u8; 0]);
         assert_eq!(enc(&auth, Protocol::V5).unwrap(), [0xF0, 2, 0x18, 0]);
-        assert_eq!(enc(&Packet::Auth(Auth::default()), Protocol::V5).unwrap(), [0xF0, 0]);
+        assert_eq!(
+            enc(&Packet::Auth(Auth::default()), Protocol::V5).unwrap(),
+            [0xF0, 0]
+        );
     }
 
     #[test]
     fn too_long_fields() {
         let long = "x".repeat(65_536);
-        let p = Packet::Publish(Publish { topic: long.clone().into(), ..Publish::default() });
+        let p = Packet::Publish(Publish {
+            topic: long.clone().into(),
+            ..Publish::default()
+        });
         assert_eq!(enc(&p, Protocol::V4), Err(EncodeError::TooLong("topic")));
-        let c = Connect { client_id: long.clone(), ..Connect::default() };
-        assert_eq!(enc(&Packet::Connect(Box::new(c)), Protocol::V4), Err(EncodeError::TooLong("client identifier")));
+        let c = Connect {
+            client_id: long.clone(),
+            ..Connect::default()
+        };
+        assert_eq!(
+            enc(&Packet::Connect(Box::new(c)), Protocol::V4),
+            Err(EncodeError::TooLong("client identifier"))
+        );
         let u = Packet::Unsubscribe(Unsubscribe {
             pkid: 1,
             filters: vec!["a".into()],
             user_properties: vec![("k".into(), long)],
         });
-        assert_eq!(enc(&u, Protocol::V5), Err(EncodeError::TooLong("user property value")));
+        assert_eq!(
+            enc(&u, Protocol::V5),
+            Err(EncodeError::TooLong("user property value"))
+        );
         // 65535 bytes is fine.
-        let ok = Packet::Publish(Publish { topic: "y".repeat(65_535).into(), ..Publish::default() });
+        let ok = Packet::Publish(Publish {
+            topic: "y".repeat(65_535).into(),
+            ..Publish::default()
+        });
         assert_eq!(enc(&ok, Protocol::V4).unwrap().len(), 1 + 3 + 2 + 65_535);
     }
 
@@ -439,7 +534,10 @@ mod tests {
             ..Publish::default()
         });
         let mut out = BytesMut::new();
-        assert_eq!(encode(&p, Protocol::V4, &mut out), Err(EncodeError::TooLong("packet")));
+        assert_eq!(
+            encode(&p, Protocol::V4, &mut out),
+            Err(EncodeError::TooLong("packet"))
+        );
         assert!(out.is_empty());
     }
 }

@@ -170,7 +170,9 @@ fn nonzero_u16(v: u16, what: &'static str) -> Result<u16, DecodeError> {
 pub(crate) fn read_connect(r: &mut Reader) -> Result<ConnectProperties, DecodeError> {
     let mut p = ConnectProperties::default();
     for_each(r, |prop| match prop {
-        Prop::SessionExpiryInterval(v) => once!(p.session_expiry_interval, v, "Session Expiry Interval"),
+        Prop::SessionExpiryInterval(v) => {
+            once!(p.session_expiry_interval, v, "Session Expiry Interval")
+        }
         Prop::ReceiveMaximum(v) => {
             let v = nonzero_u16(v, "Receive Maximum is 0")?;
             once!(p.receive_maximum, v, "Receive Maximum")
@@ -184,11 +186,19 @@ pub(crate) fn read_connect(r: &mut Reader) -> Result<ConnectProperties, DecodeEr
         Prop::TopicAliasMaximum(v) => once!(p.topic_alias_maximum, v, "Topic Alias Maximum"),
         Prop::RequestResponseInformation(v) => {
             let v = flag01(v, "Request Response Information is not 0 or 1")?;
-            once!(p.request_response_information, v, "Request Response Information")
+            once!(
+                p.request_response_information,
+                v,
+                "Request Response Information"
+            )
         }
         Prop::RequestProblemInformation(v) => {
             let v = flag01(v, "Request Problem Information is not 0 or 1")?;
-            once!(p.request_problem_information, v, "Request Problem Information")
+            once!(
+                p.request_problem_information,
+                v,
+                "Request Problem Information"
+            )
         }
         Prop::UserProperty(k, v) => {
             p.user_properties.push((k, v));
@@ -199,7 +209,9 @@ pub(crate) fn read_connect(r: &mut Reader) -> Result<ConnectProperties, DecodeEr
         _ => Err(Malformed("property not allowed in CONNECT")),
     })?;
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(Protocol("Authentication Data without Authentication Method"));
+        return Err(Protocol(
+            "Authentication Data without Authentication Method",
+        ));
     }
     Ok(p)
 }
@@ -212,7 +224,9 @@ pub(crate) fn read_will(r: &mut Reader) -> Result<WillProperties, DecodeError> {
             let v = flag01(v, "Payload Format Indicator is not 0 or 1")?;
             once!(p.payload_format_indicator, v, "Payload Format Indicator")
         }
-        Prop::MessageExpiryInterval(v) => once!(p.message_expiry_interval, v, "Message Expiry Interval"),
+        Prop::MessageExpiryInterval(v) => {
+            once!(p.message_expiry_interval, v, "Message Expiry Interval")
+        }
         Prop::ContentType(v) => once!(p.content_type, v, "Content Type"),
         Prop::ResponseTopic(v) => once!(p.response_topic, v, "Response Topic"),
         Prop::CorrelationData(v) => once!(p.correlation_data, v, "Correlation Data"),
@@ -228,7 +242,9 @@ pub(crate) fn read_will(r: &mut Reader) -> Result<WillProperties, DecodeError> {
 pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeError> {
     let mut p = ConnAckProperties::default();
     for_each(r, |prop| match prop {
-        Prop::SessionExpiryInterval(v) => once!(p.session_expiry_interval, v, "Session Expiry Interval"),
+        Prop::SessionExpiryInterval(v) => {
+            once!(p.session_expiry_interval, v, "Session Expiry Interval")
+        }
         Prop::ReceiveMaximum(v) => {
             let v = nonzero_u16(v, "Receive Maximum is 0")?;
             once!(p.receive_maximum, v, "Receive Maximum")
@@ -248,7 +264,11 @@ pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeEr
             once!(p.maximum_packet_size, v, "Maximum Packet Size")
         }
         Prop::AssignedClientIdentifier(v) => {
-            once!(p.assigned_client_identifier, v, "Assigned Client Identifier")
+            once!(
+                p.assigned_client_identifier,
+                v,
+                "Assigned Client Identifier"
+            )
         }
         Prop::TopicAliasMaximum(v) => once!(p.topic_alias_maximum, v, "Topic Alias Maximum"),
         Prop::ReasonString(v) => once!(p.reason_string, v, "Reason String"),
@@ -258,15 +278,27 @@ pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeEr
         }
         Prop::WildcardSubscriptionAvailable(v) => {
             let v = flag01(v, "Wildcard Subscription Available is not 0 or 1")?;
-            once!(p.wildcard_subscription_available, v, "Wildcard Subscription Available")
+            once!(
+                p.wildcard_subscription_available,
+                v,
+                "Wildcard Subscription Available"
+            )
         }
         Prop::SubscriptionIdentifierAvailable(v) => {
             let v = flag01(v, "Subscription Identifier Available is not 0 or 1")?;
-            once!(p.subscription_identifiers_available, v, "Subscription Identifier Available")
+            once!(
+                p.subscription_identifiers_available,
+                v,
+                "Subscription Identifier Available"
+            )
         }
         Prop::SharedSubscriptionAvailable(v) => {
             let v = flag01(v, "Shared Subscription Available is not 0 or 1")?;
-            once!(p.shared_subscription_available, v, "Shared Subscription Available")
+            once!(
+                p.shared_subscription_available,
+                v,
+                "Shared Subscription Available"
+            )
         }
         Prop::ServerKeepAlive(v) => once!(p.server_keep_alive, v, "Server Keep Alive"),
         Prop::ResponseInformation(v) => once!(p.response_information, v, "Response Information"),
@@ -285,7 +317,9 @@ pub(crate) fn read_publish(r: &mut Reader) -> Result<PublishProperties, DecodeEr
             let v = flag01(v, "Payload Format Indicator is not 0 or 1")?;
             once!(p.payload_format_indicator, v, "Payload Format Indicator")
         }
-        Prop::MessageExpiryInterval(v) => once!(p.message_expiry_interval, v, "Message Expiry Interval"),
+        Prop::MessageExpiryInterval(v) => {
+            once!(p.message_expiry_interval, v, "Message Expiry Interval")
+        }
         Prop::TopicAlias(v) => {
             let v = nonzero_u16(v, "Topic Alias is 0")?;
             once!(p.topic_alias, v, "Topic Alias")
@@ -357,7 +391,9 @@ pub(crate) fn read_unsubscribe(r: &mut Reader) -> Result<Vec<UserProperty>, Deco
 pub(crate) fn read_disconnect(r: &mut Reader) -> Result<DisconnectProperties, DecodeError> {
     let mut p = DisconnectProperties::default();
     for_each(r, |prop| match prop {
-        Prop::SessionExpiryInterval(v) => once!(p.session_expiry_interval, v, "Session Expiry Interval"),
+        Prop::SessionExpiryInterval(v) => {
+            once!(p.session_expiry_interval, v, "Session Expiry Interval")
+        }
         Prop::ReasonString(v) => once!(p.reason_string, v, "Reason String"),
         Prop::UserProperty(k, v) => {
             p.user_properties.push((k, v));
@@ -425,7 +461,12 @@ fn p_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
     }
 }
 
-fn p_str<S: Sink>(s: &mut S, id: u8, v: &Option<String>, what: &'static str) -> Result<(), EncodeError> {
+fn p_str<S: Sink>(
+    s: &mut S,
+    id: u8,
+    v: &Option<String>,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.byte(id);
         put_str(s, v, what)?;
@@ -433,7 +474,12 @@ fn p_str<S: Sink>(s: &mut S, id: u8, v: &Option<String>, what: &'static str) -> 
     Ok(())
 }
 
-fn p_bin<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>, what: &'static str) -> Result<(), EncodeError> {
+fn p_bin<S: Sink>(
+    s: &mut S,
+    id: u8,
+    v: &Option<Bytes>,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.byte(id);
         put_bin(s, v, what)?;
@@ -466,22 +512,54 @@ impl Props for ConnectProperties {
         p_u16(s, id::RECEIVE_MAXIMUM, self.receive_maximum);
         p_u32(s, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         p_u16(s, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        p_u8(s, id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        p_u8(s, id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        p_u8(
+            s,
+            id::REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        p_u8(
+            s,
+            id::REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         p_user(s, &self.user_properties)?;
-        p_str(s, id::AUTHENTICATION_METHOD, &self.authentication_method, "authentication method")?;
-        p_bin(s, id::AUTHENTICATION_DATA, &self.authentication_data, "authentication data")
+        p_str(
+            s,
+            id::AUTHENTICATION_METHOD,
+            &self.authentication_method,
+            "authentication method",
+        )?;
+        p_bin(
+            s,
+            id::AUTHENTICATION_DATA,
+            &self.authentication_data,
+            "authentication data",
+        )
     }
 }
 
 impl Props for WillProperties {
     fn emit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         p_u32(s, id::WILL_DELAY_INTERVAL, self.delay_interval);
-        p_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
+        p_u8(
+            s,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator,
+        );
         p_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         p_str(s, id::CONTENT_TYPE, &self.content_type, "content type")?;
-        p_str(s, id::RESPONSE_TOPIC, &self.response_topic, "response topic")?;
-        p_bin(s, id::CORRELATION_DATA, &self.correlation_data, "correlation data")?;
+        p_str(
+            s,
+            id::RESPONSE_TOPIC,
+            &self.response_topic,
+            "response topic",
+        )?;
+        p_bin(
+            s,
+            id::CORRELATION_DATA,
+            &self.correlation_data,
+            "correlation data",
+        )?;
         p_user(s, &self.user_properties)
     }
 }
@@ -502,24 +580,70 @@ impl Props for ConnAckProperties {
         p_u16(s, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         p_str(s, id::REASON_STRING, &self.reason_string, "reason string")?;
         p_user(s, &self.user_properties)?;
-        p_u8(s, id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        p_u8(s, id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        p_u8(s, id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        p_u8(
+            s,
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        p_u8(
+            s,
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        p_u8(
+            s,
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         p_u16(s, id::SERVER_KEEP_ALIVE, self.server_keep_alive);
-        p_str(s, id::RESPONSE_INFORMATION, &self.response_information, "response information")?;
-        p_str(s, id::SERVER_REFERENCE, &self.server_reference, "server reference")?;
-        p_str(s, id::AUTHENTICATION_METHOD, &self.authentication_method, "authentication method")?;
-        p_bin(s, id::AUTHENTICATION_DATA, &self.authentication_data, "authentication data")
+        p_str(
+            s,
+            id::RESPONSE_INFORMATION,
+            &self.response_information,
+            "response information",
+        )?;
+        p_str(
+            s,
+            id::SERVER_REFERENCE,
+            &self.server_reference,
+            "server reference",
+        )?;
+        p_str(
+            s,
+            id::AUTHENTICATION_METHOD,
+            &self.authentication_method,
+            "authentication method",
+        )?;
+        p_bin(
+            s,
+            id::AUTHENTICATION_DATA,
+            &self.authentication_data,
+            "authentication data",
+        )
     }
 }
 
 impl Props for PublishProperties {
     fn emit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        p_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
+        p_u8(
+            s,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator,
+        );
         p_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         p_u16(s, id::TOPIC_ALIAS, self.topic_alias);
-        p_str(s, id::RESPONSE_TOPIC, &self.response_topic, "response topic")?;
-        p_bin(s, id::CORRELATION_DATA, &self.correlation_data, "correlation data")?;
+        p_str(
+            s,
+            id::RESPONSE_TOPIC,
+            &self.response_topic,
+            "response topic",
+        )?;
+        p_bin(
+            s,
+            id::CORRELATION_DATA,
+            &self.correlation_data,
+            "correlation data",
+        )?;
         p_user(s, &self.user_properties)?;
         for &v in &self.subscription_identifiers {
             p_sub_id(s, v)?;
@@ -556,14 +680,29 @@ impl Props for DisconnectProperties {
         p_u32(s, id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
         p_str(s, id::REASON_STRING, &self.reason_string, "reason string")?;
         p_user(s, &self.user_properties)?;
-        p_str(s, id::SERVER_REFERENCE, &self.server_reference, "server reference")
+        p_str(
+            s,
+            id::SERVER_REFERENCE,
+            &self.server_reference,
+            "server reference",
+        )
     }
 }
 
 impl Props for AuthProperties {
     fn emit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        p_str(s, id::AUTHENTICATION_METHOD, &self.authentication_method, "authentication method")?;
-        p_bin(s, id::AUTHENTICATION_DATA, &self.authentication_data, "authentication data")?;
+        p_str(
+            s,
+            id::AUTHENTICATION_METHOD,
+            &self.authentication_method,
+            "authentication method",
+        )?;
+        p_bin(
+            s,
+            id::AUTHENTICATION_DATA,
+            &self.authentication_data,
+            "authentication data",
+        )?;
         p_str(s, id::REASON_STRING, &self.reason_string, "reason string")?;
         p_user(s, &self.user_properties)
     }
@@ -625,39 +764,80 @@ mod tests {
     #[test]
     fn unknown_and_misplaced_ids_are_malformed() {
         // 0x04 is not a property identifier.
-        assert_eq!(read_publish(&mut reader(&[2, 0x04, 0])), Err(Malformed("unknown property identifier")));
+        assert_eq!(
+            read_publish(&mut reader(&[2, 0x04, 0])),
+            Err(Malformed("unknown property identifier"))
+        );
         // Session Expiry Interval is not allowed in PUBLISH.
-        assert!(matches!(read_publish(&mut reader(&[5, 0x11, 0, 0, 0, 1])), Err(Malformed(_))));
+        assert!(matches!(
+            read_publish(&mut reader(&[5, 0x11, 0, 0, 0, 1])),
+            Err(Malformed(_))
+        ));
         // Topic Alias is not allowed in CONNECT.
-        assert!(matches!(read_connect(&mut reader(&[3, 0x23, 0, 1])), Err(Malformed(_))));
+        assert!(matches!(
+            read_connect(&mut reader(&[3, 0x23, 0, 1])),
+            Err(Malformed(_))
+        ));
     }
 
     #[test]
     fn duplicates_are_protocol_errors_except_user_properties() {
         let dup = [6, 0x23, 0, 1, 0x23, 0, 2];
-        assert_eq!(read_publish(&mut reader(&dup)), Err(Protocol("duplicate property: Topic Alias")));
+        assert_eq!(
+            read_publish(&mut reader(&dup)),
+            Err(Protocol("duplicate property: Topic Alias"))
+        );
         let users = [12, 0x26, 0, 1, b'k', 0, 0, 0x26, 0, 1, b'k', 0, 0];
         let p = read_publish(&mut reader(&users)).unwrap();
         assert_eq!(p.user_properties.len(), 2);
         // Subscription Identifier may repeat in PUBLISH, not in SUBSCRIBE.
         let ids = [4, 0x0B, 1, 0x0B, 2];
-        assert_eq!(read_publish(&mut reader(&ids)).unwrap().subscription_identifiers, vec![1, 2]);
-        assert!(matches!(read_subscribe(&mut reader(&ids)), Err(Protocol(_))));
+        assert_eq!(
+            read_publish(&mut reader(&ids))
+                .unwrap()
+                .subscription_identifiers,
+            vec![1, 2]
+        );
+        assert!(matches!(
+            read_subscribe(&mut reader(&ids)),
+            Err(Protocol(_))
+        ));
     }
 
     #[test]
     fn zero_values_are_protocol_errors() {
-        assert_eq!(read_publish(&mut reader(&[3, 0x23, 0, 0])), Err(Protocol("Topic Alias is 0")));
-        assert_eq!(read_publish(&mut reader(&[2, 0x0B, 0])), Err(Protocol("Subscription Identifier is 0")));
-        assert_eq!(read_subscribe(&mut reader(&[2, 0x0B, 0])), Err(Protocol("Subscription Identifier is 0")));
-        assert_eq!(read_connect(&mut reader(&[3, 0x21, 0, 0])), Err(Protocol("Receive Maximum is 0")));
-        assert_eq!(read_connack(&mut reader(&[3, 0x21, 0, 0])), Err(Protocol("Receive Maximum is 0")));
+        assert_eq!(
+            read_publish(&mut reader(&[3, 0x23, 0, 0])),
+            Err(Protocol("Topic Alias is 0"))
+        );
+        assert_eq!(
+            read_publish(&mut reader(&[2, 0x0B, 0])),
+            Err(Protocol("Subscription Identifier is 0"))
+        );
+        assert_eq!(
+            read_subscribe(&mut reader(&[2, 0x0B, 0])),
+            Err(Protocol("Subscription Identifier is 0"))
+        );
+        assert_eq!(
+            read_connect(&mut reader(&[3, 0x21, 0, 0])),
+            Err(Protocol("Receive Maximum is 0"))
+        );
+        assert_eq!(
+            read_connack(&mut reader(&[3, 0x21, 0, 0])),
+            Err(Protocol("Receive Maximum is 0"))
+        );
         assert_eq!(
             read_connect(&mut reader(&[5, 0x27, 0, 0, 0, 0])),
             Err(Protocol("Maximum Packet Size is 0"))
         );
-        assert!(matches!(read_connack(&mut reader(&[2, 0x24, 2])), Err(Protocol(_))));
-        assert!(matches!(read_connect(&mut reader(&[2, 0x17, 2])), Err(Protocol(_))));
+        assert!(matches!(
+            read_connack(&mut reader(&[2, 0x24, 2])),
+            Err(Protocol(_))
+        ));
+        assert!(matches!(
+            read_connect(&mut reader(&[2, 0x17, 2])),
+            Err(Protocol(_))
+        ));
     }
 
     #[test]
@@ -667,18 +847,30 @@ mod tests {
             Err(Malformed("property length exceeds the remaining length"))
         );
         // A property running past the end of its block.
-        assert!(matches!(read_ack(&mut reader(&[3, 0x1F, 0, 1, b'x'])), Err(Malformed(_))));
+        assert!(matches!(
+            read_ack(&mut reader(&[3, 0x1F, 0, 1, b'x'])),
+            Err(Malformed(_))
+        ));
     }
 
     #[test]
     fn auth_data_needs_method_in_connect() {
-        assert!(matches!(read_connect(&mut reader(&[4, 0x16, 0, 1, 9])), Err(Protocol(_))));
+        assert!(matches!(
+            read_connect(&mut reader(&[4, 0x16, 0, 1, 9])),
+            Err(Protocol(_))
+        ));
     }
 
     #[test]
     fn sub_id_too_large_is_refused_on_encode() {
-        let p = SubscribeProperties { subscription_identifier: Some(268_435_456), ..Default::default() };
+        let p = SubscribeProperties {
+            subscription_identifier: Some(268_435_456),
+            ..Default::default()
+        };
         let mut out = BytesMut::new();
-        assert_eq!(put_props(&mut out, &p), Err(EncodeError::TooLong("subscription identifier")));
+        assert_eq!(
+            put_props(&mut out, &p),
+            Err(EncodeError::TooLong("subscription identifier"))
+        );
     }
 }
