@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -13,6 +14,7 @@ use crate::config::{self, Config, ListenerKind};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
 use crate::mqtt::codec::QoS;
+use crate::mqtt::events::BrokerEvent;
 use crate::mqtt::connection::ConnSettings;
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
 use crate::mqtt::topic::TopicLimits;
@@ -94,6 +96,13 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
 
 /// Start everything the config describes. Listeners are bound before this returns.
 pub async fn start(cfg: &Config) -> Result<Running, AppError> {
+    start_with_events(cfg, None).await
+}
+
+/// [`start`], handing every [`BrokerEvent`] to `events` (the rule engine's
+/// input). The broker never waits on this channel: when it is full, events
+/// are counted in `junction_events_dropped_total` and dropped.
+pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerEvent>>) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::default());
     let (store, loaded) = if cfg.durable_storage.enable {
         let mode = match cfg.durable_storage.sync_mode {
@@ -105,7 +114,7 @@ pub async fn start(cfg: &Config) -> Result<Running, AppError> {
     } else {
         (None, None)
     };
-    let broker = Broker::new(broker_config(cfg), metrics, store, None);
+    let broker = Broker::new(broker_config(cfg), metrics, store, events);
     if let Some(l) = loaded {
         broker.restore(l);
     }
