@@ -450,10 +450,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.schedule_will(will);
             }
         }
-        self.broker.detach(&self.session, self.conn_id, self.expiry);
         let client = self.info.clone();
         self.broker
             .emit(|| BrokerEvent::ClientDisconnected { client, reason });
+        self.broker.detach(&self.session, self.conn_id, self.expiry);
         let _ = self.writer.shutdown().await;
     }
 
