@@ -14,8 +14,8 @@ use crate::config::{self, Config, ListenerKind};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
 use crate::mqtt::codec::QoS;
-use crate::mqtt::events::BrokerEvent;
 use crate::mqtt::connection::ConnSettings;
+use crate::mqtt::events::BrokerEvent;
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
 use crate::mqtt::topic::TopicLimits;
 use crate::store::{Store, StoreError, SyncMode};
@@ -30,10 +30,7 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
-    Http {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Http { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A bound listener's address, as printed at startup (`LISTENING <kind> <name> <addr>`).
@@ -83,6 +80,8 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         max_keepalive: m.max_keepalive,
         max_inflight: m.max_inflight.max(1),
         max_awaiting_rel: m.max_awaiting_rel as usize,
+        retry_interval: m.retry_interval,
+        await_rel_timeout: m.await_rel_timeout,
         max_session_expiry: secs(m.session_expiry_interval),
         max_mqueue_len: m.max_mqueue_len.unwrap_or(usize::MAX),
         mqueue_store_qos0: m.mqueue_store_qos0,
@@ -176,12 +175,10 @@ pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerE
     }
     let http = &cfg.dashboard.listeners.http;
     if http.enable {
-        let l = TcpListener::bind(http.bind)
-            .await
-            .map_err(|source| AppError::Http {
-                addr: http.bind,
-                source,
-            })?;
+        let l = TcpListener::bind(http.bind).await.map_err(|source| AppError::Http {
+            addr: http.bind,
+            source,
+        })?;
         let addr = l.local_addr().map_err(|source| AppError::Http {
             addr: http.bind,
             source,
@@ -193,10 +190,12 @@ pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerE
         });
         tracker.spawn(crate::api::serve(l, broker.clone(), shutdown.clone()));
     }
-    if let Some(interval) = cfg.sys_topics.sys_msg_interval {
+    let sys = &cfg.sys_topics;
+    if sys.sys_msg_interval.is_some() || sys.sys_heartbeat_interval.is_some() {
         tracker.spawn(crate::mqtt::sys::run(
             broker.clone(),
-            interval,
+            sys.sys_msg_interval,
+            sys.sys_heartbeat_interval,
             shutdown.clone(),
         ));
     }

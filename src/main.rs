@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(
-    name = "junction",
-    version,
-    about = "MQTT broker with an SQL rule engine"
-)]
+#[command(name = "junction", version, about = "MQTT broker with an SQL rule engine")]
 struct Cli {
     /// Configuration file (default: ./junction.toml if it exists).
     #[arg(long, short)]
@@ -32,10 +28,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("junction: cannot start the runtime: {e}");

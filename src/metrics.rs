@@ -82,10 +82,7 @@ pub struct Metrics {
 impl Metrics {
     #[inline]
     pub fn drop_count(&self, reason: DropReason) {
-        let i = DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
+        let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
         self.dropped[i].inc();
     }
 
@@ -194,13 +191,12 @@ impl Metrics {
         );
         let _ = writeln!(s, "# HELP junction_messages_received_total Messages received by QoS.\n# TYPE junction_messages_received_total counter");
         for (q, c) in self.messages_received.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "junction_messages_received_total{{qos=\"{q}\"}} {}",
-                c.get()
-            );
+            let _ = writeln!(s, "junction_messages_received_total{{qos=\"{q}\"}} {}", c.get());
         }
-        let _ = writeln!(s, "# HELP junction_messages_sent_total Messages sent by QoS.\n# TYPE junction_messages_sent_total counter");
+        let _ = writeln!(
+            s,
+            "# HELP junction_messages_sent_total Messages sent by QoS.\n# TYPE junction_messages_sent_total counter"
+        );
         for (q, c) in self.messages_sent.iter().enumerate() {
             let _ = writeln!(s, "junction_messages_sent_total{{qos=\"{q}\"}} {}", c.get());
         }

@@ -45,12 +45,9 @@ async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 /// Serve until `shutdown`.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
     let app = router(broker);
-    let r = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await;
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
     if let Err(e) = r {
         tracing::error!(error = %e, "HTTP server failed.");
     }

@@ -61,9 +61,7 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
-            Source::File(path) if self.line > 0 => {
-                write!(f, "{path}:{}:{}: ", self.line, self.col)?
-            }
+            Source::File(path) if self.line > 0 => write!(f, "{path}:{}:{}: ", self.line, self.col)?,
             Source::File(path) => write!(f, "{path}: ")?,
             Source::Env(var) => write!(f, "env {var}: ")?,
             Source::Defaults => f.write_str("defaults: ")?,
@@ -140,9 +138,7 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     candidates
         .iter()
         .map(|c| (levenshtein(&word, c), *c))
-        .filter(|(d, c)| {
-            *d <= (c.chars().count() / 3).max(1) || (word.len() >= 3 && c.contains(word.as_str()))
-        })
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1) || (word.len() >= 3 && c.contains(word.as_str())))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

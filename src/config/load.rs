@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::de::{
-    self, value::StrDeserializer, DeserializeSeed, Deserializer, IntoDeserializer, Unexpected,
-    Visitor,
-};
+use serde::de::{self, value::StrDeserializer, DeserializeSeed, Deserializer, IntoDeserializer, Unexpected, Visitor};
 use serde::Deserialize;
 
 use super::diag::{line_col, suggest, ConfigError, Diagnostic, DiagnosticKind, Source};
@@ -39,10 +36,7 @@ pub const DEFAULT_FILE: &str = "junction.toml";
 /// scripts) and non-`JUNCTION_` entries are ignored.
 ///
 /// `env` is usually [`process_env()`]. Returns every problem found at once.
-pub fn load(
-    path: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
     let path = match path {
         Some(p) => Some(p.to_path_buf()),
         None => Some(Path::new(DEFAULT_FILE).to_path_buf()).filter(|p| p.exists()),
@@ -82,12 +76,7 @@ pub fn load_from_str(
 /// valid Unicode are converted lossily rather than panicking).
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect()
 }
@@ -177,9 +166,7 @@ impl Node {
             let Value::Table(t) = &mut n.value else {
                 return;
             };
-            n = t
-                .entry((*k).to_string())
-                .or_insert_with(|| Node::table(Pos::Default));
+            n = t.entry((*k).to_string()).or_insert_with(|| Node::table(Pos::Default));
         }
     }
 }
@@ -238,11 +225,7 @@ fn from_value(v: &toml_edit::Value, key_pos: Pos) -> Node {
                 .collect(),
         ),
     };
-    Node {
-        value,
-        key_pos,
-        pos,
-    }
+    Node { value, key_pos, pos }
 }
 
 /// An environment value: a TOML value if it parses as one (number, bool,
@@ -298,11 +281,7 @@ fn classify(var: &str) -> EnvVar {
         .iter()
         .find(|k| lower.len() > k.len() + 1 && lower.starts_with(&format!("{k}_")))
     {
-        Some(k) => EnvVar::SingleUnderscore(format!(
-            "{ENV_PREFIX}{}__{}",
-            &rest[..k.len()],
-            &rest[k.len() + 1..]
-        )),
+        Some(k) => EnvVar::SingleUnderscore(format!("{ENV_PREFIX}{}__{}", &rest[..k.len()], &rest[k.len() + 1..])),
         None => EnvVar::Other,
     }
 }
@@ -323,19 +302,13 @@ fn apply_env(root: &mut Node, var: &str, raw: &str) -> Result<(), String> {
         if !matches!(n.value, Value::Table(_)) {
             *n = Node::table(pos.clone());
         }
-        let Value::Table(t) = &mut n.value else {
-            unreachable!()
-        };
-        n = t
-            .entry(k.clone())
-            .or_insert_with(|| Node::table(pos.clone()));
+        let Value::Table(t) = &mut n.value else { unreachable!() };
+        n = t.entry(k.clone()).or_insert_with(|| Node::table(pos.clone()));
     }
     if !matches!(n.value, Value::Table(_)) {
         *n = Node::table(pos.clone());
     }
-    let Value::Table(t) = &mut n.value else {
-        unreachable!()
-    };
+    let Value::Table(t) = &mut n.value else { unreachable!() };
     let value = env_value(raw, &pos);
     t.insert(
         last.clone(),
@@ -378,10 +351,7 @@ fn load_sources(
     let file_text = file.map(|(t, _)| t).unwrap_or("");
     let diag = |pos: &Pos, key: String, message: String, kind: DiagnosticKind| {
         let (source, (line, col)) = match pos {
-            Pos::File(off) => (
-                Source::File(file_name.to_string()),
-                line_col(file_text, *off),
-            ),
+            Pos::File(off) => (Source::File(file_name.to_string()), line_col(file_text, *off)),
             Pos::Env(var) => (Source::Env(var.clone()), (0, 0)),
             Pos::Default => (Source::Defaults, (0, 0)),
         };
@@ -396,10 +366,7 @@ fn load_sources(
     };
     let mut diags = Vec::new();
 
-    let mut env: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .collect();
+    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     env.sort();
     for (var, raw) in &env {
         let result = match classify(var) {
@@ -426,10 +393,7 @@ fn load_sources(
     let mut config = None;
     // Each failed attempt removes one node, so this ends; the bound is a guard.
     for _ in 0..10_000 {
-        match Config::deserialize(De {
-            node: &root,
-            path: &[],
-        }) {
+        match Config::deserialize(De { node: &root, path: &[] }) {
             Ok(c) => {
                 config = Some(c);
                 break;
@@ -521,10 +485,7 @@ impl Msg {
                 match suggest(field, expected) {
                     Some(s) => format!("unknown key `{key}` (did you mean `{s}`?)"),
                     None if expected.len() <= 8 => {
-                        format!(
-                            "unknown key `{key}` (expected one of: {})",
-                            expected.join(", ")
-                        )
+                        format!("unknown key `{key}` (expected one of: {})", expected.join(", "))
                     }
                     None => format!("unknown key `{key}`"),
                 }
@@ -576,9 +537,7 @@ fn describe(u: &Unexpected) -> String {
 
 fn expected_kind(exp: &str) -> &str {
     match exp {
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-            "an integer"
-        }
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
         "f32" | "f64" => "a number",
         "a boolean" => "true or false",
         "a string" | "path string" => "a string",
@@ -618,10 +577,7 @@ impl de::Error for DeError {
     fn invalid_value(unexp: Unexpected, exp: &dyn de::Expected) -> Self {
         let exp = exp.to_string();
         let kind = expected_kind(&exp);
-        Self::custom(format!(
-            "invalid value: {} (expected {kind})",
-            describe(&unexp)
-        ))
+        Self::custom(format!("invalid value: {} (expected {kind})", describe(&unexp)))
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
@@ -692,11 +648,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -735,10 +687,7 @@ struct MapAcc<'a> {
 impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some((k, node)) = self.iter.next() else {
             return Ok(None);
         };
@@ -754,10 +703,7 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (k, node) = self
-            .cur
-            .take()
-            .expect("next_value_seed called before next_key_seed");
+        let (k, node) = self.cur.take().expect("next_value_seed called before next_key_seed");
         let path = child_path(self.path, k);
         seed.deserialize(De { node, path: &path })
             .map_err(|e| e.locate(path.clone(), &node.pos, DiagnosticKind::InvalidValue))
@@ -772,17 +718,9 @@ struct SeqAcc<'a> {
 impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(node) => seed
-                .deserialize(De {
-                    node,
-                    path: self.path,
-                })
-                .map(Some),
+            Some(node) => seed.deserialize(De { node, path: self.path }).map(Some),
             None => Ok(None),
         }
     }

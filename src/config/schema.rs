@@ -579,7 +579,9 @@ pub struct MqttConfig {
     #[serde(deserialize_with = "units::int_in::<_, u16, 1, 65535>")]
     pub max_inflight: u16,
     /// `mqtt.retry_interval` (default `"30s"`): resend an unacknowledged QoS
-    /// 1/2 message after this long.
+    /// 1/2 message (with DUP) after this long, to MQTT 3.x clients. MQTT 5
+    /// forbids resending on a live connection; v5 clients get their unacknowledged
+    /// messages again when they resume the session.
     #[serde(deserialize_with = "units::duration")]
     pub retry_interval: Duration,
     /// `mqtt.max_awaiting_rel` (default `100`): incoming QoS 2 messages
@@ -615,9 +617,6 @@ pub struct MqttConfig {
     /// for messages that carry none of their own.
     #[serde(deserialize_with = "units::duration_or_infinity")]
     pub message_expiry_interval: Option<Duration>,
-    /// `mqtt.exclusive_subscription` (default `false`): allow `$exclusive/...`
-    /// filters, which only one client may hold.
-    pub exclusive_subscription: bool,
     /// `mqtt.response_information` (default `""`): when non-empty, sent as
     /// Response Information to v5 clients that ask for it (a topic prefix
     /// for request/response).
@@ -653,7 +652,6 @@ impl Default for MqttConfig {
             upgrade_qos: false,
             idle_timeout: Duration::from_secs(15),
             message_expiry_interval: None,
-            exclusive_subscription: false,
             response_information: String::new(),
         }
     }
@@ -771,10 +769,7 @@ impl Config {
             if !valid {
                 out.push(vec![(
                     path(&["listeners", kind, l.name]),
-                    format!(
-                        "invalid listener name {:?} (use letters, digits, '_' and '-')",
-                        l.name
-                    ),
+                    format!("invalid listener name {:?} (use letters, digits, '_' and '-')", l.name),
                 )]);
             }
             let Some(ssl) = l.ssl_options else { continue };
@@ -794,12 +789,7 @@ impl Config {
         let mut binds: Vec<(Vec<String>, SocketAddr)> = self
             .listeners
             .active()
-            .map(|l| {
-                (
-                    path(&["listeners", l.kind.as_str(), l.name, "bind"]),
-                    l.bind,
-                )
-            })
+            .map(|l| (path(&["listeners", l.kind.as_str(), l.name, "bind"]), l.bind))
             .collect();
         if self.dashboard.listeners.http.enable {
             binds.push((
@@ -826,7 +816,5 @@ impl Config {
 }
 
 fn clash(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

@@ -4,9 +4,7 @@ use std::time::Duration;
 use super::*;
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-    vars.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn err(text: &str) -> ConfigError {
@@ -21,10 +19,7 @@ fn err_env(text: &str, vars: &[(&str, &str)]) -> ConfigError {
 fn defaults_load_with_no_file() {
     let c = load_from_str("", "junction.toml", Vec::new()).unwrap();
     assert_eq!(c, Config::default());
-    let c2 = load(
-        Some(std::path::Path::new("/nonexistent/junction.toml")),
-        Vec::new(),
-    );
+    let c2 = load(Some(std::path::Path::new("/nonexistent/junction.toml")), Vec::new());
     assert!(c2
         .unwrap_err()
         .to_string()
@@ -92,10 +87,7 @@ sync_mode = "every_write"
     assert_eq!(c.mqtt.keepalive_multiplier, 2.0);
     assert_eq!(c.mqtt.server_keepalive, Some(60));
     assert_eq!(c.mqtt.max_mqueue_len, None);
-    assert_eq!(
-        c.mqtt.message_expiry_interval,
-        Some(Duration::from_secs(86400))
-    );
+    assert_eq!(c.mqtt.message_expiry_interval, Some(Duration::from_secs(86400)));
     assert_eq!(
         c.mqtt.shared_subscription_strategy,
         SharedSubscriptionStrategy::HashTopic
@@ -113,22 +105,11 @@ sync_mode = "every_write"
     let ssl = &c.listeners.ssl["default"];
     assert!(ssl.ssl_options.has_certificate());
     assert_eq!(ssl.ssl_options.verify, SslVerify::VerifyPeer);
-    assert_eq!(
-        ssl.bind.port(),
-        8883,
-        "unset listener keys keep the type's defaults"
-    );
+    assert_eq!(ssl.bind.port(), 8883, "unset listener keys keep the type's defaults");
     assert_eq!(c.sys_topics.sys_msg_interval, None);
-    assert_eq!(
-        c.sys_topics.sys_heartbeat_interval,
-        Some(Duration::from_secs(30))
-    );
+    assert_eq!(c.sys_topics.sys_heartbeat_interval, Some(Duration::from_secs(30)));
     assert_eq!(c.durable_storage.sync_mode, SyncMode::EveryWrite);
-    assert_eq!(
-        c.listeners.ws.len(),
-        1,
-        "default listeners of other types remain"
-    );
+    assert_eq!(c.listeners.ws.len(), 1, "default listeners of other types remain");
     let active: Vec<String> = c.listeners.active().map(|l| l.id()).collect();
     assert_eq!(active, ["tcp:default", "ssl:default", "ws:default"]);
 }
@@ -155,10 +136,7 @@ fn env_overrides_file() {
     assert!(!c.mqtt.retain_available);
     assert_eq!(c.mqtt.response_information, "resp/");
     assert_eq!(c.node.name, "a@b");
-    assert_eq!(
-        c.node.data_dir,
-        std::path::PathBuf::from("/var/lib/junction")
-    );
+    assert_eq!(c.node.data_dir, std::path::PathBuf::from("/var/lib/junction"));
     assert_eq!(
         c.listeners.tcp["default"].bind,
         "127.0.0.1:1884".parse::<SocketAddr>().unwrap()
@@ -173,10 +151,7 @@ fn new_listener_via_env() {
         "junction.toml",
         env(&[
             ("JUNCTION_LISTENERS__TCP__SECOND__BIND", "1884"),
-            (
-                "JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH",
-                "/ws",
-            ),
+            ("JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH", "/ws"),
             ("JUNCTION_LISTENERS__WS__SECOND__BIND", "127.0.0.1:9083"),
         ]),
     )
@@ -191,13 +166,7 @@ fn new_listener_via_env() {
     assert!(ws.enable && ws.bind.port() == 9083);
     // Without a bind, a new ws listener gets the ws default port, which clashes
     // with ws.default: reported at the variable that created the listener.
-    let e = err_env(
-        "",
-        &[(
-            "JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH",
-            "/ws",
-        )],
-    );
+    let e = err_env("", &[("JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH", "/ws")]);
     assert_eq!(
         e.to_string(),
         "env JUNCTION_LISTENERS__WS__SECOND__WEBSOCKET__MQTT_PATH: listeners.ws.second.bind: \
@@ -263,13 +232,7 @@ fn unknown_key_with_position_and_suggestion() {
         "junction.toml:1:40: unknown key `listeners.ws.default.websocket.path` (did you mean `mqtt_path`?)"
     );
     // From env.
-    let e = err_env(
-        "",
-        &[
-            ("JUNCTION_MQTT__MAX_INFLIGTH", "5"),
-            ("JUNCTION_MQTTT__X", "1"),
-        ],
-    );
+    let e = err_env("", &[("JUNCTION_MQTT__MAX_INFLIGTH", "5"), ("JUNCTION_MQTTT__X", "1")]);
     assert_eq!(
         e.to_string(),
         "env JUNCTION_MQTTT__X: unknown key `mqttt` (did you mean `mqtt`?)\n\
@@ -291,15 +254,9 @@ fn bad_size_and_duration() {
         "junction.toml:2:19: mqtt.max_packet_size: invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)"
     );
     let d = &e.diagnostics[0];
-    assert_eq!(
-        (d.line, d.col, d.kind),
-        (2, 19, DiagnosticKind::InvalidValue)
-    );
+    assert_eq!((d.line, d.col, d.kind), (2, 19, DiagnosticKind::InvalidValue));
     assert_eq!(d.key, "mqtt.max_packet_size");
-    assert_eq!(
-        d.message,
-        "invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)"
-    );
+    assert_eq!(d.message, "invalid size \"12XB\" (expected e.g. 1MB, 512KB, 1024)");
 
     let e = err("mqtt.max_packet_size = \"1GB\"\n");
     assert_eq!(
@@ -313,9 +270,7 @@ fn bad_size_and_duration() {
     );
     let e = err("mqtt.retry_interval = \"30 seconds\"\n");
     assert!(
-        e.diagnostics[0]
-            .message
-            .starts_with("invalid duration \"30 seconds\""),
+        e.diagnostics[0].message.starts_with("invalid duration \"30 seconds\""),
         "{e}"
     );
     let e = err("sys_topics.sys_msg_interval = \"0s\"\n");
@@ -350,10 +305,7 @@ fn bad_enum_value() {
     );
     // The EMQX alias is accepted.
     assert_eq!(
-        Config::from_toml_str("log.level = \"warning\"", "x")
-            .unwrap()
-            .log
-            .level,
+        Config::from_toml_str("log.level = \"warning\"", "x").unwrap().log.level,
         LogLevel::Warn
     );
 }
@@ -373,10 +325,7 @@ fn bad_types() {
         "invalid integer \"64\" (write numbers without quotes)"
     );
     let e = err("mqtt.max_inflight = 0\n");
-    assert_eq!(
-        e.diagnostics[0].message,
-        "0 is out of range (allowed: 1..=65535)"
-    );
+    assert_eq!(e.diagnostics[0].message, "0 is out of range (allowed: 1..=65535)");
     let e = err("mqtt.retain_available = \"yes\"\n");
     assert_eq!(
         e.diagnostics[0].message,
@@ -398,10 +347,7 @@ fn bad_types() {
         "junction.toml:1:7: mqtt.max_inflight: expected an integer, found a table"
     );
     let e = err("node.name = 5\n");
-    assert_eq!(
-        e.diagnostics[0].message,
-        "expected a string, found integer 5"
-    );
+    assert_eq!(e.diagnostics[0].message, "expected a string, found integer 5");
     let e = err("mqtt.keepalive_multiplier = 0\n");
     assert_eq!(
         e.diagnostics[0].message,
@@ -455,11 +401,7 @@ fn syntax_error_has_position() {
     let d = &e.diagnostics[0];
     assert_eq!(d.kind, DiagnosticKind::Syntax);
     assert_eq!((d.line, d.col), (2, 16));
-    assert!(
-        e.to_string()
-            .starts_with("junction.toml:2:16: invalid TOML: "),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("junction.toml:2:16: invalid TOML: "), "{e}");
     let e = err("a = 1\na = 2\n");
     assert_eq!(e.diagnostics[0].kind, DiagnosticKind::Syntax);
 }
@@ -487,10 +429,7 @@ fn env_values_are_toml_or_plain_strings() {
     assert_eq!(c.mqtt.session_expiry_interval, Duration::from_secs(3600));
     // An env var replacing a whole section with a scalar is a type error.
     let e = err_env("", &[("JUNCTION_MQTT", "1")]);
-    assert_eq!(
-        e.to_string(),
-        "env JUNCTION_MQTT: expected a table, found integer 1"
-    );
+    assert_eq!(e.to_string(), "env JUNCTION_MQTT: expected a table, found integer 1");
 }
 
 #[test]
@@ -568,10 +507,7 @@ fn env_names_that_are_not_config() {
          underscore (did you mean JUNCTION_SYS_TOPICS__SYS_MSG_INTERVAL?)"
     );
     let e = err_env("", &[("JUNCTION_NODE", "x")]);
-    assert_eq!(
-        e.to_string(),
-        "env JUNCTION_NODE: expected a table, found string \"x\""
-    );
+    assert_eq!(e.to_string(), "env JUNCTION_NODE: expected a table, found string \"x\"");
 }
 
 #[test]
@@ -579,9 +515,6 @@ fn top_level_keys_match_schema() {
     let e = err("zzzzzz = 1");
     assert_eq!(
         e.diagnostics[0].message,
-        format!(
-            "unknown key `zzzzzz` (expected one of: {})",
-            TOP_LEVEL_KEYS.join(", ")
-        )
+        format!("unknown key `zzzzzz` (expected one of: {})", TOP_LEVEL_KEYS.join(", "))
     );
 }

@@ -122,8 +122,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" | "TB" => 1 << 40,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Parses `"<amount>/<period>"`; the period is a bare unit (`s`, `m`, `h`, ...)
@@ -165,9 +164,8 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
-    t.parse::<SocketAddr>().map_err(|_| {
-        format!("invalid bind address {s:?} (expected IP:PORT such as \"0.0.0.0:1883\" or a port number)")
-    })
+    t.parse::<SocketAddr>()
+        .map_err(|_| format!("invalid bind address {s:?} (expected IP:PORT such as \"0.0.0.0:1883\" or a port number)"))
 }
 
 // ---------------------------------------------------------------------------
@@ -232,9 +230,7 @@ where
 }
 
 /// `"infinity"` (None) or an integer in `MIN..=MAX`.
-pub(crate) fn int_or_infinity<'de, D, T, const MIN: i64, const MAX: i64>(
-    d: D,
-) -> Result<Option<T>, D::Error>
+pub(crate) fn int_or_infinity<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
@@ -251,9 +247,7 @@ where
 }
 
 /// `"disabled"` (None) or an integer in `MIN..=MAX`.
-pub(crate) fn int_or_disabled<'de, D, T, const MIN: i64, const MAX: i64>(
-    d: D,
-) -> Result<Option<T>, D::Error>
+pub(crate) fn int_or_disabled<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
@@ -290,9 +284,7 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
 }
 
 /// `"infinity"` (None) or a duration.
-pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match scalar(d, "a duration such as \"30s\" or \"infinity\"")? {
         Scalar::Str(s) if is_word(&s, "infinity") => Ok(None),
         v => duration_from(v).map(Some),
@@ -300,17 +292,13 @@ pub(crate) fn duration_or_infinity<'de, D: Deserializer<'de>>(
 }
 
 /// `"disabled"` (None) or a non-zero duration.
-pub(crate) fn duration_or_disabled<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration_or_disabled<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match scalar(d, "a duration such as \"30s\" or \"disabled\"")? {
         Scalar::Str(s) if is_word(&s, "disabled") => Ok(None),
         v => {
             let dur = duration_from(v)?;
             if dur.is_zero() {
-                Err(de::Error::custom(
-                    "a zero interval is not allowed (use \"disabled\")",
-                ))
+                Err(de::Error::custom("a zero interval is not allowed (use \"disabled\")"))
             } else {
                 Ok(Some(dur))
             }
@@ -325,8 +313,7 @@ where
 {
     let n = match scalar(d, "a size such as \"1MB\"")? {
         Scalar::Str(s) => parse_size(&s).map_err(de::Error::custom)?,
-        Scalar::Int(n) => u64::try_from(n)
-            .map_err(|_| de::Error::custom(format!("invalid size {n} ({SIZE_HINT})")))?,
+        Scalar::Int(n) => u64::try_from(n).map_err(|_| de::Error::custom(format!("invalid size {n} ({SIZE_HINT})")))?,
     };
     if n < MIN || n > MAX {
         return Err(de::Error::custom(format!(
@@ -336,10 +323,7 @@ where
     Ok(n)
 }
 
-fn rate_or_infinity<'de, D: Deserializer<'de>>(
-    d: D,
-    bytes: bool,
-) -> Result<Option<Rate>, D::Error> {
+fn rate_or_infinity<'de, D: Deserializer<'de>>(d: D, bytes: bool) -> Result<Option<Rate>, D::Error> {
     match scalar(d, "a rate such as \"1000/s\" or \"infinity\"")? {
         Scalar::Str(s) if is_word(&s, "infinity") => Ok(None),
         Scalar::Str(s) => parse_rate(&s, bytes).map(Some).map_err(de::Error::custom),
@@ -396,10 +380,7 @@ pub(crate) fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Er
             if v.is_finite() && v > 0.0 {
                 Ok(v)
             } else {
-                Err(E::invalid_value(
-                    Unexpected::Float(v),
-                    &"a number greater than 0",
-                ))
+                Err(E::invalid_value(Unexpected::Float(v), &"a number greater than 0"))
             }
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
@@ -419,9 +400,7 @@ pub(crate) fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Er
 pub(crate) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s: String = serde::Deserialize::deserialize(d)?;
     if !s.starts_with('/') {
-        return Err(de::Error::custom(format!(
-            "invalid path {s:?} (must start with \"/\")"
-        )));
+        return Err(de::Error::custom(format!("invalid path {s:?} (must start with \"/\")")));
     }
     Ok(s)
 }
@@ -451,10 +430,7 @@ mod tests {
         for bad in ["", "30", "s", "30x", "3 0s", "1.5s", "-1s", "30s5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            format_duration(Duration::from_millis(5_400_100)),
-            "1h30m100ms"
-        );
+        assert_eq!(format_duration(Duration::from_millis(5_400_100)), "1h30m100ms");
     }
 
     #[test]
@@ -474,10 +450,7 @@ mod tests {
         let r = parse_rate("1000/s", false).unwrap();
         assert_eq!((r.amount, r.period), (1000, Duration::from_secs(1)));
         assert_eq!(parse_rate("600/m", false).unwrap().per_second(), 10.0);
-        assert_eq!(
-            parse_rate("100/10s", false).unwrap().period,
-            Duration::from_secs(10)
-        );
+        assert_eq!(parse_rate("100/10s", false).unwrap().period, Duration::from_secs(10));
         assert_eq!(parse_rate("1MB/s", true).unwrap().amount, 1 << 20);
         for bad in ["1000", "x/s", "1000/x", "0/s", "10/0s", "1MB/s"] {
             assert!(parse_rate(bad, false).is_err(), "{bad}");
@@ -488,14 +461,8 @@ mod tests {
     #[test]
     fn binds() {
         assert_eq!(parse_bind("1883").unwrap(), "0.0.0.0:1883".parse().unwrap());
-        assert_eq!(
-            parse_bind(":1883").unwrap(),
-            "0.0.0.0:1883".parse().unwrap()
-        );
-        assert_eq!(
-            parse_bind("[::1]:1883").unwrap(),
-            "[::1]:1883".parse().unwrap()
-        );
+        assert_eq!(parse_bind(":1883").unwrap(), "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(parse_bind("[::1]:1883").unwrap(), "[::1]:1883".parse().unwrap());
         assert!(parse_bind("localhost:1883").is_err());
         assert!(parse_bind("99999").is_err());
     }

@@ -41,13 +41,7 @@ impl Action {
 /// Authentication and authorization provider.
 pub trait Auth: Send + Sync + 'static {
     fn authenticate(&self, req: &AuthRequest<'_>) -> AuthResult;
-    fn authorize(
-        &self,
-        client_id: &str,
-        username: Option<&str>,
-        action: Action,
-        topic: &str,
-    ) -> bool;
+    fn authorize(&self, client_id: &str, username: Option<&str>, action: Action, topic: &str) -> bool;
 }
 
 /// The default provider: everyone may connect, publish and subscribe.
@@ -58,13 +52,7 @@ impl Auth for AllowAll {
         AuthResult::Allow
     }
 
-    fn authorize(
-        &self,
-        _client_id: &str,
-        _username: Option<&str>,
-        _action: Action,
-        _topic: &str,
-    ) -> bool {
+    fn authorize(&self, _client_id: &str, _username: Option<&str>, _action: Action, _topic: &str) -> bool {
         true
     }
 }

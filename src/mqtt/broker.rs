@@ -20,8 +20,8 @@ use super::codec::QoS;
 use super::events::{BrokerEvent, DisconnectReason, DropReason};
 use super::message::{now_ms, Message, StoredMessage};
 use super::session::{
-    ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery,
-    StoredSession, SubOptions, Subscriber,
+    ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
+    Subscriber,
 };
 use super::topic::{self, TopicLimits};
 use super::trie::{Match, SubTree};
@@ -58,6 +58,10 @@ pub struct BrokerConfig {
     pub max_keepalive: u16,
     pub max_inflight: u16,
     pub max_awaiting_rel: usize,
+    /// Resend unacknowledged QoS 1/2 messages to 3.x clients after this long.
+    pub retry_interval: Duration,
+    /// Forget an incoming QoS 2 packet id whose PUBREL has not come after this long.
+    pub await_rel_timeout: Duration,
     /// Upper bound on the Session Expiry Interval a client may ask for (seconds).
     pub max_session_expiry: u32,
     pub max_mqueue_len: usize,
@@ -90,6 +94,8 @@ impl Default for BrokerConfig {
             max_keepalive: 65535,
             max_inflight: 32,
             max_awaiting_rel: 100,
+            retry_interval: Duration::from_secs(30),
+            await_rel_timeout: Duration::from_secs(300),
             max_session_expiry: 7200,
             max_mqueue_len: 1000,
             mqueue_store_qos0: true,
@@ -233,13 +239,7 @@ impl Broker {
 
     /// Attach a new connection to `client_id`'s session, taking over any
     /// connection already attached and discarding the old session on Clean Start.
-    pub fn attach(
-        self: &Arc<Self>,
-        client_id: &str,
-        clean_start: bool,
-        expiry: u32,
-        conn: ConnRef,
-    ) -> Attached {
+    pub fn attach(self: &Arc<Self>, client_id: &str, clean_start: bool, expiry: u32, conn: ConnRef) -> Attached {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
         if let Some(old) = existing {
@@ -327,11 +327,7 @@ impl Broker {
         drop(st);
         self.redistribute(session, shared);
         if expiry != u32::MAX {
-            self.arm_expiry(
-                session.clone(),
-                generation,
-                Duration::from_secs(u64::from(expiry)),
-            );
+            self.arm_expiry(session.clone(), generation, Duration::from_secs(u64::from(expiry)));
         }
     }
 
@@ -383,10 +379,7 @@ impl Broker {
         self.store_op(|| StoreOp::DelSession(session.client_id.to_string()));
         self.redistribute(session, shared);
         let id = session.client_id.clone();
-        self.emit(|| BrokerEvent::SessionTerminated {
-            client_id: id,
-            reason,
-        });
+        self.emit(|| BrokerEvent::SessionTerminated { client_id: id, reason });
     }
 
     /// Deliver shared-subscription messages that `from` will not ack to other members of their groups.
@@ -427,14 +420,8 @@ impl Broker {
     // ---- subscriptions --------------------------------------------------
 
     /// Add or replace a subscription. Returns whether it already existed.
-    pub fn subscribe(
-        &self,
-        session: &Arc<Session>,
-        full_filter: &str,
-        opts: SubOptions,
-    ) -> Result<bool, u8> {
-        let parsed = topic::parse_shared(full_filter)
-            .map_err(|_| super::codec::reason::TOPIC_FILTER_INVALID)?;
+    pub fn subscribe(&self, session: &Arc<Session>, full_filter: &str, opts: SubOptions) -> Result<bool, u8> {
+        let parsed = topic::parse_shared(full_filter).map_err(|_| super::codec::reason::TOPIC_FILTER_INVALID)?;
         let value = Subscriber {
             session: session.clone(),
             opts,
@@ -464,9 +451,7 @@ impl Broker {
         };
         let existed = {
             let mut tree = self.subs.write();
-            let r = tree
-                .remove(parsed.group, parsed.filter, &session.client_id)
-                .is_some();
+            let r = tree.remove(parsed.group, parsed.filter, &session.client_id).is_some();
             self.metrics.subscriptions.set(tree.len() as i64);
             r
         };
@@ -558,9 +543,7 @@ impl Broker {
             let tree = self.subs.read();
             tree.for_each_match(&msg.topic, |m| match m {
                 Match::Normal(client, sub) => {
-                    if (sub.opts.no_local || self.cfg.ignore_loop_deliver)
-                        && msg.from.as_deref() == Some(&**client)
-                    {
+                    if (sub.opts.no_local || self.cfg.ignore_loop_deliver) && msg.from.as_deref() == Some(&**client) {
                         self.metrics.drop_count(DropReason::NoLocal);
                         return;
                     }
@@ -601,11 +584,7 @@ impl Broker {
                 ids.extend(targets[j].0.opts.sub_id);
                 j += 1;
             }
-            let eff = if self.cfg.upgrade_qos {
-                qos
-            } else {
-                msg.qos.min(qos)
-            };
+            let eff = if self.cfg.upgrade_qos { qos } else { msg.qos.min(qos) };
             let d = Delivery {
                 msg: msg.clone(),
                 qos: eff,
@@ -627,11 +606,7 @@ impl Broker {
         count
     }
 
-    fn pick_member<'a>(
-        &self,
-        g: &'a super::trie::SharedGroup<Subscriber>,
-        msg: &Message,
-    ) -> Option<&'a Subscriber> {
+    fn pick_member<'a>(&self, g: &'a super::trie::SharedGroup<Subscriber>, msg: &Message) -> Option<&'a Subscriber> {
         let n = g.members.len();
         if n == 0 {
             return None;
@@ -695,9 +670,7 @@ impl Broker {
             st.next_seq += 1;
             d.seq = st.next_seq;
             let stored = StoredDelivery::from_delivery(&d, None, OutStage::Publish);
-            self.store_op(|| {
-                StoreOp::PutDelivery(session.client_id.to_string(), d.seq, encode(&stored))
-            });
+            self.store_op(|| StoreOp::PutDelivery(session.client_id.to_string(), d.seq, encode(&stored)));
         }
         st.mqueue.push_back(d);
         self.metrics.queued.inc();
@@ -786,6 +759,7 @@ impl Broker {
                             pkid,
                             delivery: d,
                             stage,
+                            sent_at: std::time::Instant::now(),
                         }),
                         None => {
                             st.mqueue.push_back(d);
@@ -794,14 +768,13 @@ impl Broker {
                     }
                 }
                 st.next_pkid = st.inflight.iter().map(|i| i.pkid).max().unwrap_or(0);
-                st.awaiting_rel = ls.awaiting_rel.into_iter().collect();
+                let now = std::time::Instant::now();
+                st.awaiting_rel = ls.awaiting_rel.into_iter().map(|id| (id, now)).collect();
             }
             for (filter, opts) in meta.subscriptions {
                 let _ = self.subscribe(&session, &filter, opts);
             }
-            self.sessions
-                .lock()
-                .insert(session.client_id.clone(), session.clone());
+            self.sessions.lock().insert(session.client_id.clone(), session.clone());
             if meta.expiry_interval != u32::MAX {
                 let left = u64::from(meta.expiry_interval).saturating_sub(elapsed_s);
                 self.arm_expiry(session, generation, Duration::from_secs(left));
@@ -813,11 +786,7 @@ impl Broker {
 
 /// Take a session's shared-subscription deliveries that are not yet past PUBREC,
 /// updating the queue gauge and the store as they leave.
-fn take_shared(
-    broker: &Broker,
-    client_id: &str,
-    st: &mut super::session::SessionState,
-) -> Vec<Delivery> {
+fn take_shared(broker: &Broker, client_id: &str, st: &mut super::session::SessionState) -> Vec<Delivery> {
     let mut out = Vec::new();
     let inflight = std::mem::take(&mut st.inflight);
     for i in inflight {

@@ -23,20 +23,19 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{Action, AuthRequest, AuthResult};
 use super::broker::{encode, Broker};
 use super::codec::{
-    self, reason, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect,
-    DisconnectProperties, LastWill, Packet, Protocol, PubAck, Publish, QoS, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    self, reason, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, LastWill,
+    Packet, Protocol, PubAck, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason};
 use super::message::{now_ms, Message};
-use super::session::{
-    ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions,
-};
+use super::session::{ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
 use super::topic;
 use crate::store::StoreOp;
 
 /// Stop reading from a client whose unsent output exceeds this.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How often a connection resends overdue messages and expires stale QoS 2 ids.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 /// Most messages moved from the session queue per drain.
 const DRAIN_BATCH: usize = 512;
 
@@ -142,10 +141,7 @@ pub async fn serve<S>(
         }
     };
     let (ctrl_tx, ctrl_rx) = mpsc::channel(4);
-    let conn = Conn::handshake(
-        broker, reader, writer, rbuf, peer, settings, *connect, ctrl_tx,
-    )
-    .await;
+    let conn = Conn::handshake(broker, reader, writer, rbuf, peer, settings, *connect, ctrl_tx).await;
     if let Some(mut conn) = conn {
         conn.run(ctrl_rx, shutdown).await;
     }
@@ -163,9 +159,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(_)) => return Err(None),
             Ok(None) => {}
-            Err(codec::DecodeError::UnsupportedProtocol(_)) => {
-                return Err(Some(reason::UNSUPPORTED_PROTOCOL_VERSION))
-            }
+            Err(codec::DecodeError::UnsupportedProtocol(_)) => return Err(Some(reason::UNSUPPORTED_PROTOCOL_VERSION)),
             Err(_) => return Err(None),
         }
         rbuf.reserve(4096);
@@ -225,10 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut assigned = false;
         let check = (|| {
             if client_id.len() > cfg.max_clientid_len {
-                return Err(refuse(
-                    reason::CLIENT_IDENTIFIER_NOT_VALID,
-                    "client id too long",
-                ));
+                return Err(refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, "client id too long"));
             }
             if client_id.is_empty() {
                 if !v5 && !c.clean_start {
@@ -258,10 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 }
             }
             if !v5 && (c.keep_alive > cfg.max_keepalive || (c.keep_alive < cfg.min_keepalive)) {
-                return Err(refuse(
-                    reason::IMPLEMENTATION_SPECIFIC_ERROR,
-                    "keepalive out of bounds",
-                ));
+                return Err(refuse(reason::IMPLEMENTATION_SPECIFIC_ERROR, "keepalive out of bounds"));
             }
             let req = AuthRequest {
                 client_id: &client_id,
@@ -271,10 +259,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             };
             match broker.auth.authenticate(&req) {
                 AuthResult::Allow => Ok(()),
-                AuthResult::BadCredentials => Err(refuse(
-                    reason::BAD_USER_NAME_OR_PASSWORD,
-                    "bad user name or password",
-                )),
+                AuthResult::BadCredentials => {
+                    Err(refuse(reason::BAD_USER_NAME_OR_PASSWORD, "bad user name or password"))
+                }
                 AuthResult::NotAuthorized => Err(refuse(reason::NOT_AUTHORIZED, "not authorized")),
             }
         })();
@@ -359,11 +346,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if !cfg.shared_subscription {
                 ack_props.shared_subscription_available = Some(0);
             }
-            if c.properties.request_response_information == Some(1)
-                && !cfg.response_information.is_empty()
-            {
-                ack_props.response_information =
-                    Some(format!("{}{}", cfg.response_information, client_id));
+            if c.properties.request_response_information == Some(1) && !cfg.response_information.is_empty() {
+                ack_props.response_information = Some(format!("{}{}", cfg.response_information, client_id));
             }
         }
         let info = ClientInfo {
@@ -385,9 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             info,
             session: attached.session,
             conn_id,
-            keep_alive: Duration::from_millis(
-                (f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64,
-            ),
+            keep_alive: Duration::from_millis((f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64),
             client_max_packet: c
                 .properties
                 .maximum_packet_size
@@ -439,10 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let (reason, publish_will) = match exit {
             Exit::ClientDisconnect { with_will } => (DisconnectReason::Normal, with_will),
             Exit::Abnormal(r) => (r, true),
-            Exit::Server {
-                reason,
-                publish_will,
-            } => (reason, publish_will),
+            Exit::Server { reason, publish_will } => (reason, publish_will),
         };
         // A taken-over session keeps its will semantics on the old connection: publish it.
         if publish_will {
@@ -451,25 +430,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         let client = self.info.clone();
-        self.broker
-            .emit(|| BrokerEvent::ClientDisconnected { client, reason });
+        self.broker.emit(|| BrokerEvent::ClientDisconnected { client, reason });
         self.broker.detach(&self.session, self.conn_id, self.expiry);
         let _ = self.writer.shutdown().await;
     }
 
-    async fn event_loop(
-        &mut self,
-        ctrl: &mut mpsc::Receiver<Control>,
-        shutdown: &CancellationToken,
-    ) -> Exit {
+    async fn event_loop(&mut self, ctrl: &mut mpsc::Receiver<Control>, shutdown: &CancellationToken) -> Exit {
         let mut deadline = self.keepalive_deadline();
+        let mut housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
         loop {
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 self.drain();
             }
-            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER
-                && self.throttle_until.is_none()
-                && self.pressure.is_none();
+            let read_ok =
+                self.wbuf.len() < WRITE_HIGH_WATER && self.throttle_until.is_none() && self.pressure.is_none();
             let throttle = self.throttle_until;
             let pressure = self.pressure.clone();
             let low = self.broker.high_water() / 2;
@@ -535,6 +509,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 _ = self.session.notify.notified() => {}
                 _ = sleep_until_opt(throttle) => { self.throttle_until = None; }
                 _ = wait_pressure(pressure, low) => { self.pressure = None; }
+                _ = tokio::time::sleep_until(housekeeping) => {
+                    self.housekeeping();
+                    housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
+                }
                 _ = sleep_until_opt(deadline) => {
                     self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
                     return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
@@ -621,9 +599,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 broker.metrics.queued.dec();
                 if d.msg.is_expired(now) {
                     if d.seq != 0 {
-                        broker.store_op(|| {
-                            StoreOp::DelDelivery(self.session.client_id.to_string(), d.seq)
-                        });
+                        broker.store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), d.seq));
                     }
                     broker.dropped(&self.session, &d.msg, DropReason::Expired);
                     continue;
@@ -633,20 +609,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 } else {
                     let pkid = st.alloc_pkid();
                     if persistent && d.seq != 0 {
-                        let stored =
-                            StoredDelivery::from_delivery(&d, Some(pkid), OutStage::Publish);
+                        let stored = StoredDelivery::from_delivery(&d, Some(pkid), OutStage::Publish);
                         broker.store_op(|| {
-                            StoreOp::PutDelivery(
-                                self.session.client_id.to_string(),
-                                d.seq,
-                                encode(&stored),
-                            )
+                            StoreOp::PutDelivery(self.session.client_id.to_string(), d.seq, encode(&stored))
                         });
                     }
                     st.inflight.push_back(Inflight {
                         pkid,
                         delivery: d.clone(),
                         stage: OutStage::Publish,
+                        sent_at: std::time::Instant::now(),
                     });
                     pkid
                 };
@@ -658,6 +630,42 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         for (d, pkid) in out {
             self.write_publish(&d, pkid, false, now);
+        }
+    }
+
+    /// Resend (3.x clients only) in-flight messages unacknowledged for
+    /// `mqtt.retry_interval`, and forget incoming QoS 2 ids older than `mqtt.await_rel_timeout`.
+    fn housekeeping(&mut self) {
+        let (retry, rel_timeout) = (self.broker.cfg.retry_interval, self.broker.cfg.await_rel_timeout);
+        let mut overdue = Vec::new();
+        {
+            let mut st = self.session.state.lock();
+            if !self.owns_session(&st) {
+                return;
+            }
+            let before = st.awaiting_rel.len();
+            st.awaiting_rel.retain(|_, at| at.elapsed() < rel_timeout);
+            if st.awaiting_rel.len() != before {
+                tracing::debug!(client_id = %self.info.client_id, expired = before - st.awaiting_rel.len(), "QoS 2 ids expired awaiting PUBREL.");
+            }
+            if self.protocol != Protocol::V5 && !retry.is_zero() {
+                for i in st.inflight.iter_mut() {
+                    if i.sent_at.elapsed() >= retry {
+                        i.sent_at = std::time::Instant::now();
+                        overdue.push(i.clone());
+                    }
+                }
+            }
+        }
+        let now = now_ms();
+        for i in overdue {
+            match i.stage {
+                OutStage::Publish => self.write_publish(&i.delivery, i.pkid, true, now),
+                OutStage::Rel => self.send(&Packet::PubRel(PubAck {
+                    pkid: i.pkid,
+                    ..Default::default()
+                })),
+            }
         }
     }
 
@@ -727,18 +735,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 if let Some(pos) = st.inflight.iter().position(|i| i.pkid == pkid) {
                     if let Some(i) = st.inflight.remove(pos) {
                         if i.delivery.seq != 0 {
-                            self.broker.store_op(|| {
-                                StoreOp::DelDelivery(
-                                    self.session.client_id.to_string(),
-                                    i.delivery.seq,
-                                )
-                            });
+                            self.broker
+                                .store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
                         }
                     }
                 }
             }
-            self.broker
-                .dropped(&self.session, &d.msg, DropReason::TooLarge);
+            self.broker.dropped(&self.session, &d.msg, DropReason::TooLarge);
             return;
         }
         self.broker.metrics.packets_sent.inc();
@@ -757,11 +760,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Decode and handle every whole packet in the read buffer.
     fn process_input(&mut self) -> Result<Option<Exit>, Fail> {
         loop {
-            let packet = match codec::decode(
-                &mut self.rbuf,
-                Some(self.protocol),
-                self.broker.cfg.max_packet_size,
-            ) {
+            let packet = match codec::decode(&mut self.rbuf, Some(self.protocol), self.broker.cfg.max_packet_size) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(Fail::Protocol(e.reason_code(), "malformed packet")),
@@ -787,9 +786,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => return self.on_disconnect(d).map(Some),
-            Packet::Connect(_) => {
-                return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "second CONNECT"))
-            }
+            Packet::Connect(_) => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "second CONNECT")),
             Packet::Auth(_) => {
                 return Err(Fail::Protocol(
                     reason::PROTOCOL_ERROR,
@@ -817,16 +814,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         if p.qos > cfg.max_qos_allowed {
-            return Err(Fail::Protocol(
-                reason::QOS_NOT_SUPPORTED,
-                "QoS not supported",
-            ));
+            return Err(Fail::Protocol(reason::QOS_NOT_SUPPORTED, "QoS not supported"));
         }
         if p.retain && !cfg.retain_available {
-            return Err(Fail::Protocol(
-                reason::RETAIN_NOT_SUPPORTED,
-                "retain not supported",
-            ));
+            return Err(Fail::Protocol(reason::RETAIN_NOT_SUPPORTED, "retain not supported"));
         }
         if !p.properties.subscription_identifiers.is_empty() {
             return Err(Fail::Protocol(
@@ -837,20 +828,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         // Topic alias (client → server).
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > cfg.max_topic_alias {
-                return Err(Fail::Protocol(
-                    reason::TOPIC_ALIAS_INVALID,
-                    "topic alias out of range",
-                ));
+                return Err(Fail::Protocol(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
             }
             if p.topic.is_empty() {
                 match self.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => {
-                        return Err(Fail::Protocol(
-                            reason::PROTOCOL_ERROR,
-                            "unknown topic alias",
-                        ))
-                    }
+                    None => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "unknown topic alias")),
                 }
             } else {
                 self.in_aliases.insert(alias, p.topic.clone());
@@ -858,10 +841,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         if topic::validate_name(&p.topic, cfg.topic_limits).is_err() {
             if !v5 {
-                return Err(Fail::Protocol(
-                    reason::TOPIC_NAME_INVALID,
-                    "invalid topic name",
-                ));
+                return Err(Fail::Protocol(reason::TOPIC_NAME_INVALID, "invalid topic name"));
             }
             match p.qos {
                 QoS::AtMostOnce => {}
@@ -899,7 +879,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         if p.qos == QoS::ExactlyOnce {
             let mut st = self.session.state.lock();
-            if st.awaiting_rel.contains(&p.pkid) {
+            if st.awaiting_rel.contains_key(&p.pkid) {
                 // Retransmission of a message already routed: acknowledge again, route nothing.
                 drop(st);
                 self.send(&Packet::PubRec(PubAck {
@@ -914,21 +894,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     "too many QoS 2 messages awaiting PUBREL",
                 ));
             }
-            st.awaiting_rel.insert(p.pkid);
+            st.awaiting_rel.insert(p.pkid, std::time::Instant::now());
             if st.persistent() {
                 self.broker
                     .store_op(|| StoreOp::PutRel(self.session.client_id.to_string(), p.pkid));
             }
         }
         let (pkid, qos) = (p.pkid, p.qos);
-        let msg = Message::new(
-            p.topic,
-            p.payload,
-            p.qos,
-            p.retain,
-            Some(self.info.client_id.clone()),
-        )
-        .with_properties(p.properties);
+        let msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone()))
+            .with_properties(p.properties);
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
             self.pressure = pressure;
@@ -963,9 +937,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             .position(|i| i.pkid == pkid && i.delivery.qos == qos && i.stage == stage)?;
         let i = st.inflight.remove(pos)?;
         if i.delivery.seq != 0 {
-            self.broker.store_op(|| {
-                StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq)
-            });
+            self.broker
+                .store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
         }
         Some(i)
     }
@@ -1001,28 +974,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     // The receiver refused the message: the exchange ends here.
                     if let Some(i) = st.inflight.remove(pos) {
                         if i.delivery.seq != 0 {
-                            self.broker.store_op(|| {
-                                StoreOp::DelDelivery(
-                                    self.session.client_id.to_string(),
-                                    i.delivery.seq,
-                                )
-                            });
+                            self.broker
+                                .store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
                         }
                     }
                     return;
                 }
                 if let Some(i) = st.inflight.get_mut(pos) {
                     i.stage = OutStage::Rel;
+                    i.sent_at = std::time::Instant::now();
                     if persistent && i.delivery.seq != 0 {
-                        let stored =
-                            StoredDelivery::from_delivery(&i.delivery, Some(i.pkid), OutStage::Rel);
+                        let stored = StoredDelivery::from_delivery(&i.delivery, Some(i.pkid), OutStage::Rel);
                         let seq = i.delivery.seq;
                         self.broker.store_op(|| {
-                            StoreOp::PutDelivery(
-                                self.session.client_id.to_string(),
-                                seq,
-                                encode(&stored),
-                            )
+                            StoreOp::PutDelivery(self.session.client_id.to_string(), seq, encode(&stored))
                         });
                     }
                 }
@@ -1049,7 +1014,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     fn on_pubrel(&mut self, pkid: u16) {
         let found = {
             let mut st = self.session.state.lock();
-            let found = st.awaiting_rel.remove(&pkid);
+            let found = st.awaiting_rel.remove(&pkid).is_some();
             if found && st.persistent() {
                 self.broker
                     .store_op(|| StoreOp::DelRel(self.session.client_id.to_string(), pkid));
@@ -1075,10 +1040,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let sub_id = s.properties.subscription_identifier;
         for f in &s.filters {
             let code = (|| {
-                let parsed =
-                    topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
-                topic::validate_filter(parsed.filter, cfg.topic_limits)
-                    .map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+                let parsed = topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+                topic::validate_filter(parsed.filter, cfg.topic_limits).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
                 if parsed.group.is_some() {
                     if !cfg.shared_subscription {
                         return Err(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
@@ -1101,9 +1064,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 }
                 {
                     let st = self.session.state.lock();
-                    if st.subscriptions.len() >= cfg.max_subscriptions
-                        && !st.subscriptions.contains_key(&f.filter)
-                    {
+                    if st.subscriptions.len() >= cfg.max_subscriptions && !st.subscriptions.contains_key(&f.filter) {
                         return Err(reason::QUOTA_EXCEEDED);
                     }
                 }
@@ -1154,10 +1115,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         if sub_id.is_some() && !v5 {
-            return Err(Fail::Protocol(
-                reason::PROTOCOL_ERROR,
-                "subscription identifier",
-            ));
+            return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "subscription identifier"));
         }
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
@@ -1182,10 +1140,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             });
             if existed {
                 let (c, filter) = (self.session.client_id.clone(), f.clone());
-                self.broker.emit(|| BrokerEvent::Unsubscribed {
-                    client_id: c,
-                    filter,
-                });
+                self.broker.emit(|| BrokerEvent::Unsubscribed { client_id: c, filter });
             }
         }
         self.send(&Packet::UnsubAck(UnsubAck {

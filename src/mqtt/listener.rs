@@ -63,10 +63,7 @@ pub enum ListenerError {
         source: std::io::Error,
     },
     #[error("TLS setup: cannot read {path}: {source}")]
-    TlsFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    TlsFile { path: PathBuf, source: std::io::Error },
     #[error("TLS setup: {0}")]
     Tls(String),
 }
@@ -87,14 +84,12 @@ pub async fn bind(spec: ListenerSpec) -> Result<Bound, ListenerError> {
             addr: spec.bind,
             source,
         })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ListenerError::Bind {
-            kind: spec.transport.kind(),
-            name: spec.name.clone(),
-            addr: spec.bind,
-            source,
-        })?;
+    let local_addr = listener.local_addr().map_err(|source| ListenerError::Bind {
+        kind: spec.transport.kind(),
+        name: spec.name.clone(),
+        addr: spec.bind,
+        source,
+    })?;
     Ok(Bound {
         spec,
         listener,
@@ -142,17 +137,13 @@ pub fn spawn(broker: Arc<Broker>, bound: Bound, shutdown: CancellationToken, tra
             t2.spawn(async move {
                 let _permit = permit;
                 match transport {
-                    Transport::Tcp => {
-                        connection::serve(broker, stream, peer, settings, shutdown).await
-                    }
+                    Transport::Tcp => connection::serve(broker, stream, peer, settings, shutdown).await,
                     Transport::Ssl { acceptor } => {
                         if let Ok(tls) = acceptor.accept(stream).await {
                             connection::serve(broker, tls, peer, settings, shutdown).await;
                         }
                     }
-                    Transport::Ws { path } => {
-                        serve_ws(broker, stream, peer, settings, shutdown, path).await
-                    }
+                    Transport::Ws { path } => serve_ws(broker, stream, peer, settings, shutdown, path).await,
                     Transport::Wss { acceptor, path } => {
                         if let Ok(tls) = acceptor.accept(stream).await {
                             serve_ws(broker, tls, peer, settings, shutdown, path).await;
@@ -180,8 +171,7 @@ async fn refuse(mut stream: TcpStream, max_packet_size: usize) {
             }
         }
     };
-    let Ok(Some(protocol)) = tokio::time::timeout(std::time::Duration::from_secs(5), read).await
-    else {
+    let Ok(Some(protocol)) = tokio::time::timeout(std::time::Duration::from_secs(5), read).await else {
         return;
     };
     let mut out = BytesMut::new();
@@ -239,9 +229,7 @@ async fn serve_ws<S>(
         return;
     };
     let (pipe_ours, pipe_conn) = tokio::io::duplex(64 * 1024);
-    let conn = tokio::spawn(connection::serve(
-        broker, pipe_conn, peer, settings, shutdown,
-    ));
+    let conn = tokio::spawn(connection::serve(broker, pipe_conn, peer, settings, shutdown));
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut pipe_rx, mut pipe_tx) = tokio::io::split(pipe_ours);
     let mut buf = BytesMut::with_capacity(8192);
@@ -294,9 +282,7 @@ pub fn tls_acceptor(
     let key_pem = read(keyfile)?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ListenerError::Tls(format!("{}: {e}", keyfile.display())))?
-        .ok_or_else(|| {
-            ListenerError::Tls(format!("{}: no private key found", keyfile.display()))
-        })?;
+        .ok_or_else(|| ListenerError::Tls(format!("{}: no private key found", keyfile.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -307,28 +293,17 @@ pub fn tls_acceptor(
             let mut roots = rustls::RootCertStore::empty();
             for c in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
                 let c = c.map_err(|e| ListenerError::Tls(format!("{}: {e}", ca.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| ListenerError::Tls(e.to_string()))?;
+                roots.add(c).map_err(|e| ListenerError::Tls(e.to_string()))?;
             }
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            );
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let v = if fail_if_no_peer_cert {
                 v
             } else {
                 v.allow_unauthenticated()
             };
-            builder.with_client_cert_verifier(
-                v.build().map_err(|e| ListenerError::Tls(e.to_string()))?,
-            )
+            builder.with_client_cert_verifier(v.build().map_err(|e| ListenerError::Tls(e.to_string()))?)
         }
-        (true, None) => {
-            return Err(ListenerError::Tls(
-                "verify_peer needs ssl_options.cacertfile".into(),
-            ))
-        }
+        (true, None) => return Err(ListenerError::Tls("verify_peer needs ssl_options.cacertfile".into())),
         (false, _) => builder.with_no_client_auth(),
     };
     let config = builder

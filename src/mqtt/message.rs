@@ -45,13 +45,7 @@ pub struct Message {
 
 impl Message {
     /// A message with no MQTT 5 properties, published by `from`.
-    pub fn new(
-        topic: ByteString,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        from: Option<Arc<str>>,
-    ) -> Message {
+    pub fn new(topic: ByteString, payload: Bytes, qos: QoS, retain: bool, from: Option<Arc<str>>) -> Message {
         Message {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             topic,

@@ -6,7 +6,7 @@
 //! connection, so a publisher delivers the same way to an online or an
 //! offline session: push under the session lock, wake the connection.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -75,16 +75,15 @@ pub struct Inflight {
     pub pkid: u16,
     pub delivery: Delivery,
     pub stage: OutStage,
+    /// When the PUBLISH (or PUBREL) was last sent, for `mqtt.retry_interval`.
+    pub sent_at: std::time::Instant,
 }
 
 /// Commands to a connection task from elsewhere in the broker.
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
     /// Send DISCONNECT with this MQTT 5 reason (if v5) and close.
-    Disconnect {
-        reason_code: u8,
-        reason: DisconnectReason,
-    },
+    Disconnect { reason_code: u8, reason: DisconnectReason },
 }
 
 /// The connection currently attached to a session.
@@ -101,7 +100,8 @@ pub struct SessionState {
     pub subscriptions: HashMap<String, SubOptions>,
     pub mqueue: VecDeque<Delivery>,
     pub inflight: VecDeque<Inflight>,
-    pub awaiting_rel: HashSet<u16>,
+    /// Incoming QoS 2 packet ids awaiting PUBREL, with when they arrived.
+    pub awaiting_rel: HashMap<u16, std::time::Instant>,
     pub next_pkid: u16,
     pub next_seq: u64,
     pub conn: Option<ConnRef>,
@@ -149,11 +149,7 @@ impl SessionState {
 
     pub fn stored_meta(&self) -> StoredSession {
         StoredSession {
-            subscriptions: self
-                .subscriptions
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            subscriptions: self.subscriptions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             expiry_interval: self.expiry_interval,
             disconnected_at_ms: self.disconnected_at_ms,
             next_seq: self.next_seq,
@@ -229,10 +225,7 @@ impl StoredDelivery {
             qos: d.qos as u8,
             retain: d.retain,
             sub_ids: d.sub_ids.clone(),
-            share: d
-                .share
-                .as_ref()
-                .map(|s| (s.group.to_string(), s.filter.to_string())),
+            share: d.share.as_ref().map(|s| (s.group.to_string(), s.filter.to_string())),
             pkid,
             stage,
         }

@@ -114,10 +114,7 @@ pub fn parse_shared(f: &str) -> Result<ParsedFilter<'_>, TopicError> {
     } else if f == "$share" || f == "$queue" {
         Err(TopicError::BadShare)
     } else {
-        Ok(ParsedFilter {
-            group: None,
-            filter: f,
-        })
+        Ok(ParsedFilter { group: None, filter: f })
     }
 }
 
@@ -151,10 +148,7 @@ mod tests {
     #[test]
     fn matching_per_spec() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches(
-            "sport/tennis/player1/#",
-            "sport/tennis/player1/ranking"
-        ));
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
         assert!(matches("sport/#", "sport"));
         assert!(matches("#", "a/b/c"));
         assert!(matches("+/+", "/finance"));
@@ -185,10 +179,7 @@ mod tests {
             max_levels: 2,
             max_length: 5,
         };
-        assert_eq!(
-            validate_name("a/b/c", small),
-            Err(TopicError::TooManyLevels(2))
-        );
+        assert_eq!(validate_name("a/b/c", small), Err(TopicError::TooManyLevels(2)));
         assert_eq!(validate_name("abcdef", small), Err(TopicError::TooLong(5)));
     }
 

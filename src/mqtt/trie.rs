@@ -97,13 +97,7 @@ impl<V> SubTree<V> {
     }
 
     /// Add or replace `client` in share group `group` on `filter`; returns the old value.
-    pub fn insert_shared(
-        &mut self,
-        group: &str,
-        filter: &str,
-        client: Arc<str>,
-        value: V,
-    ) -> Option<V> {
+    pub fn insert_shared(&mut self, group: &str, filter: &str, client: Arc<str>, value: V) -> Option<V> {
         let node = self.node_mut(filter);
         let idx = match node.shared.iter().position(|g| &*g.group == group) {
             Some(i) => i,
@@ -136,12 +130,7 @@ impl<V> SubTree<V> {
         removed
     }
 
-    fn remove_at(
-        node: &mut Node<V>,
-        levels: &[&str],
-        group: Option<&str>,
-        client: &str,
-    ) -> Option<V> {
+    fn remove_at(node: &mut Node<V>, levels: &[&str], group: Option<&str>, client: &str) -> Option<V> {
         match levels.split_first() {
             None => match group {
                 None => node.subs.remove(client),
@@ -183,12 +172,7 @@ impl<V> SubTree<V> {
         }
     }
 
-    fn walk<'a>(
-        node: &'a Node<V>,
-        levels: &[&str],
-        first_is_dollar: bool,
-        f: &mut impl FnMut(Match<'a, V>),
-    ) {
+    fn walk<'a>(node: &'a Node<V>, levels: &[&str], first_is_dollar: bool, f: &mut impl FnMut(Match<'a, V>)) {
         if !first_is_dollar {
             if let Some(hash) = node.children.get("#") {
                 Self::emit(hash, f);
@@ -272,12 +256,9 @@ mod tests {
     #[test]
     fn tree_agrees_with_matches() {
         let filters = [
-            "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "a/b/c", "$SYS/#", "$SYS/+", "/+",
-            "+/#", "a/+/c",
+            "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "a/b/c", "$SYS/#", "$SYS/+", "/+", "+/#", "a/+/c",
         ];
-        let topics = [
-            "a", "a/b", "a/b/c", "b", "/a", "$SYS/x", "$SYS", "a/", "a/x/c", "//",
-        ];
+        let topics = ["a", "a/b", "a/b/c", "b", "/a", "$SYS/x", "$SYS", "a/", "a/x/c", "//"];
         let mut t = SubTree::default();
         for f in filters {
             t.insert(f, Arc::from(f), 0u8);

@@ -42,15 +42,9 @@ pub enum SyncMode {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("cannot open store {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: Box<redb::Error>,
-    },
+    Open { path: PathBuf, source: Box<redb::Error> },
     #[error("store read failed: {0}")]
     Read(Box<redb::Error>),
 }
@@ -117,11 +111,7 @@ pub struct Store {
 
 impl Store {
     /// Open (or create) `dir/junction.redb`, read its contents, and start the writer thread.
-    pub fn open(
-        dir: &Path,
-        mode: SyncMode,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Store, Loaded), StoreError> {
+    pub fn open(dir: &Path, mode: SyncMode, metrics: Arc<Metrics>) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -175,10 +165,7 @@ impl Store {
                 return;
             }
             // The timeout only guards against a writer that died.
-            if tokio::time::timeout(Duration::from_secs(5), notified)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), notified).await.is_err() {
                 return;
             }
         }
@@ -239,8 +226,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
     let retained = rtx.open_table(RETAINED).map_err(read_err)?;
     for item in retained.iter().map_err(read_err)? {
         let (k, v) = item.map_err(read_err)?;
-        out.retained
-            .push((k.value().to_owned(), v.value().to_vec()));
+        out.retained.push((k.value().to_owned(), v.value().to_vec()));
     }
     let sessions = rtx.open_table(SESSIONS).map_err(read_err)?;
     let deliveries = rtx.open_table(DELIVERIES).map_err(read_err)?;
@@ -260,10 +246,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             let (k, v) = d.map_err(read_err)?;
             s.deliveries.push((k.value().1, v.value().to_vec()));
         }
-        for r in rels
-            .range((client, 0u16)..=(client, u16::MAX))
-            .map_err(read_err)?
-        {
+        for r in rels.range((client, 0u16)..=(client, u16::MAX)).map_err(read_err)? {
             let (k, _) = r.map_err(read_err)?;
             s.awaiting_rel.push(k.value().1);
         }
@@ -272,13 +255,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
     Ok(out)
 }
 
-fn writer(
-    db: Database,
-    rx: Receiver<StoreOp>,
-    mode: SyncMode,
-    metrics: Arc<Metrics>,
-    progress: Arc<Progress>,
-) {
+fn writer(db: Database, rx: Receiver<StoreOp>, mode: SyncMode, metrics: Arc<Metrics>, progress: Arc<Progress>) {
     let mut batch = Vec::new();
     loop {
         match rx.recv() {
@@ -289,9 +266,7 @@ fn writer(
             let deadline = Instant::now() + d;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero()
-                    || matches!(batch.last(), Some(StoreOp::Flush(_) | StoreOp::Close(_)))
-                {
+                if left.is_zero() || matches!(batch.last(), Some(StoreOp::Flush(_) | StoreOp::Close(_))) {
                     break;
                 }
                 match rx.recv_timeout(left) {

@@ -161,9 +161,7 @@ fn check_first_byte(kind: u8, flags: u8, protocol: Option<Protocol>) -> Result<(
     }
     match protocol {
         None if kind != CONNECT => Err(ProtocolError("first packet must be CONNECT")),
-        Some(Protocol::V3 | Protocol::V4) if kind == AUTH => {
-            Err(Malformed("reserved packet type 15"))
-        }
+        Some(Protocol::V3 | Protocol::V4) if kind == AUTH => Err(Malformed("reserved packet type 15")),
         _ => Ok(()),
     }
 }
@@ -302,16 +300,8 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    let username = if has_username {
-        Some(r.string()?)
-    } else {
-        None
-    };
-    let password = if has_password {
-        Some(r.binary()?)
-    } else {
-        None
-    };
+    let username = if has_username { Some(r.string()?) } else { None };
+    let password = if has_password { Some(r.binary()?) } else { None };
     r.finish()?;
     Ok(Connect {
         protocol: Some(v),
@@ -574,9 +564,7 @@ mod tests {
 
     fn connect_v4_bytes() -> Vec<u8> {
         // CONNECT, MQTT 3.1.1, clean session, keep alive 60, client id "c".
-        vec![
-            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c',
-        ]
+        vec![0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c']
     }
 
     #[test]
@@ -592,11 +580,7 @@ mod tests {
         encode(&p, Protocol::V5, &mut frame).unwrap();
         for n in 0..frame.len() {
             let mut part = BytesMut::from(&frame[..n]);
-            assert_eq!(
-                decode(&mut part, Some(Protocol::V5), MAX),
-                Ok(None),
-                "prefix {n}"
-            );
+            assert_eq!(decode(&mut part, Some(Protocol::V5), MAX), Ok(None), "prefix {n}");
             assert_eq!(part.len(), n);
         }
         let mut whole = frame.clone();
@@ -613,10 +597,7 @@ mod tests {
             Err(Malformed("remaining length longer than 4 bytes"))
         );
         // Detected before the 5th byte arrives.
-        assert!(matches!(
-            v4(&[0x30, 0x80, 0x80, 0x80, 0x80]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v4(&[0x30, 0x80, 0x80, 0x80, 0x80]), Err(Malformed(_))));
         // Non-minimal encoding of 0.
         assert!(matches!(v4(&[0xC0, 0x80, 0x00]), Err(Malformed(_))));
         // Incomplete length.
@@ -636,20 +617,14 @@ mod tests {
         let mut b = BytesMut::from(&[0x30, 0xE8, 0x07][..]);
         assert_eq!(
             decode(&mut b, Some(Protocol::V4), 1002),
-            Err(TooLarge {
-                size: 1003,
-                max: 1002
-            })
+            Err(TooLarge { size: 1003, max: 1002 })
         );
         assert_eq!(b.len(), 3);
         let mut b = BytesMut::from(&[0x30, 0xE8, 0x07][..]);
         assert_eq!(decode(&mut b, Some(Protocol::V4), 1003), Ok(None));
         // max counts the fixed header: PINGREQ is 2 bytes.
         let mut b = BytesMut::from(&[0xC0, 0][..]);
-        assert_eq!(
-            decode(&mut b, Some(Protocol::V4), 1),
-            Err(TooLarge { size: 2, max: 1 })
-        );
+        assert_eq!(decode(&mut b, Some(Protocol::V4), 1), Err(TooLarge { size: 2, max: 1 }));
     }
 
     #[test]
@@ -667,31 +642,16 @@ mod tests {
                 dec(&[0x80, 6, 0, 1, 0, 1, b'a', 0], Some(p)),
                 Err(Malformed(_))
             ));
-            assert!(matches!(
-                dec(&[0xA0, 5, 0, 1, 0, 1, b'a'], Some(p)),
-                Err(Malformed(_))
-            ));
+            assert!(matches!(dec(&[0xA0, 5, 0, 1, 0, 1, b'a'], Some(p)), Err(Malformed(_))));
             assert!(matches!(dec(&[0xC1, 0], Some(p)), Err(Malformed(_))));
             assert!(matches!(dec(&[0x00, 0], Some(p)), Err(Malformed(_))));
             assert!(matches!(dec(&[0x11, 0], Some(p)), Err(Malformed(_))));
             // PUBLISH QoS 3, and DUP on QoS 0.
-            assert!(matches!(
-                dec(&[0x36, 5, 0, 1, b'a', 0, 1], Some(p)),
-                Err(Malformed(_))
-            ));
-            assert!(matches!(
-                dec(&[0x38, 3, 0, 1, b'a'], Some(p)),
-                Err(Malformed(_))
-            ));
-            assert!(matches!(
-                dec(&[0x62, 2, 0, 1], Some(p)),
-                Ok(Some(Packet::PubRel(_)))
-            ));
+            assert!(matches!(dec(&[0x36, 5, 0, 1, b'a', 0, 1], Some(p)), Err(Malformed(_))));
+            assert!(matches!(dec(&[0x38, 3, 0, 1, b'a'], Some(p)), Err(Malformed(_))));
+            assert!(matches!(dec(&[0x62, 2, 0, 1], Some(p)), Ok(Some(Packet::PubRel(_)))));
         }
-        assert!(
-            matches!(v4(&[0xF0, 0]), Err(Malformed(_))),
-            "AUTH is not 3.1.1"
-        );
+        assert!(matches!(v4(&[0xF0, 0]), Err(Malformed(_))), "AUTH is not 3.1.1");
         assert_eq!(v5(&[0xF0, 0]), Ok(Some(Packet::Auth(Auth::default()))));
     }
 
@@ -737,9 +697,7 @@ mod tests {
         let mut name = connect_v4_bytes();
         name[4] = b'X';
         assert_eq!(dec(&name, None), Err(UnsupportedProtocol(4)));
-        let v5 = [
-            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 0,
-        ];
+        let v5 = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 0];
         let Ok(Some(Packet::Connect(c))) = dec(&v5, None) else {
             panic!()
         };
@@ -766,10 +724,7 @@ mod tests {
             matches!(dec(&with_flags(0x20), None), Err(Malformed(_))),
             "will retain without will"
         );
-        assert!(
-            matches!(dec(&with_flags(0x1C), None), Err(Malformed(_))),
-            "will qos 3"
-        );
+        assert!(matches!(dec(&with_flags(0x1C), None), Err(Malformed(_))), "will qos 3");
         assert_eq!(
             dec(&with_flags(0x40), None),
             Err(Malformed("password without user name"))
@@ -796,15 +751,9 @@ mod tests {
     fn strings_must_be_utf8_without_nul() {
         // PUBLISH topic with NUL, then with invalid UTF-8.
         assert!(matches!(v4(&[0x30, 4, 0, 2, b'a', 0]), Err(Malformed(_))));
-        assert!(matches!(
-            v4(&[0x30, 4, 0, 2, 0xC3, 0x28]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v4(&[0x30, 4, 0, 2, 0xC3, 0x28]), Err(Malformed(_))));
         // SUBSCRIBE filter with invalid UTF-8.
-        assert!(matches!(
-            v4(&[0x82, 6, 0, 1, 0, 1, 0xFF, 0]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v4(&[0x82, 6, 0, 1, 0, 1, 0xFF, 0]), Err(Malformed(_))));
         // String length running past the frame.
         assert!(matches!(v4(&[0x30, 3, 0, 9, b'a']), Err(Malformed(_))));
     }
@@ -817,42 +766,25 @@ mod tests {
         let Ok(Some(Packet::Publish(p))) = decode(&mut b, Some(Protocol::V4), MAX) else {
             panic!()
         };
-        assert_eq!(
-            (p.qos, p.retain, p.dup, p.pkid),
-            (QoS::AtLeastOnce, true, false, 5)
-        );
+        assert_eq!((p.qos, p.retain, p.dup, p.pkid), (QoS::AtLeastOnce, true, false, 5));
         assert_eq!(&p.topic[..], "a/b");
         assert_eq!(&p.payload[..], b"hi");
-        assert_eq!(
-            p.topic.as_bytes().as_ptr() as usize,
-            base + 4,
-            "topic shares the frame"
-        );
-        assert_eq!(
-            p.payload.as_ptr() as usize,
-            base + 9,
-            "payload shares the frame"
-        );
+        assert_eq!(p.topic.as_bytes().as_ptr() as usize, base + 4, "topic shares the frame");
+        assert_eq!(p.payload.as_ptr() as usize, base + 9, "payload shares the frame");
 
         assert_eq!(
             v4(&[0x32, 5, 0, 1, b'a', 0, 0]),
             Err(ProtocolError("packet identifier 0"))
         );
         assert_eq!(v4(&[0x30, 2, 0, 0]), Err(ProtocolError("empty topic name")));
-        assert_eq!(
-            v5(&[0x30, 3, 0, 0, 0]),
-            Err(ProtocolError("empty topic name"))
-        );
+        assert_eq!(v5(&[0x30, 3, 0, 0, 0]), Err(ProtocolError("empty topic name")));
         // v5: empty topic with a topic alias.
         let Ok(Some(Packet::Publish(p))) = v5(&[0x30, 6, 0, 0, 3, 0x23, 0, 9]) else {
             panic!()
         };
         assert_eq!(p.properties.topic_alias, Some(9));
         // v5 property block longer than the packet.
-        assert!(matches!(
-            v5(&[0x30, 5, 0, 1, b'a', 9, 1]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v5(&[0x30, 5, 0, 1, b'a', 9, 1]), Err(Malformed(_))));
         // v5 duplicate property.
         assert!(matches!(
             v5(&[0x30, 9, 0, 1, b'a', 4, 1, 0, 1, 1, b'x']),
@@ -882,20 +814,11 @@ mod tests {
             properties: AckProperties::default(),
         };
         assert_eq!(v5(&[0x40, 2, 0, 1]), Ok(Some(Packet::PubAck(ok(0)))));
-        assert_eq!(
-            v5(&[0x50, 3, 0, 1, 0x10]),
-            Ok(Some(Packet::PubRec(ok(0x10))))
-        );
-        assert_eq!(
-            v5(&[0x62, 4, 0, 1, 0x92, 0]),
-            Ok(Some(Packet::PubRel(ok(0x92))))
-        );
+        assert_eq!(v5(&[0x50, 3, 0, 1, 0x10]), Ok(Some(Packet::PubRec(ok(0x10)))));
+        assert_eq!(v5(&[0x62, 4, 0, 1, 0x92, 0]), Ok(Some(Packet::PubRel(ok(0x92)))));
         assert_eq!(v4(&[0x70, 2, 0, 1]), Ok(Some(Packet::PubComp(ok(0)))));
         assert_eq!(v4(&[0x70, 3, 0, 1, 0]), Err(TRAILING));
-        assert_eq!(
-            v4(&[0x40, 2, 0, 0]),
-            Err(ProtocolError("packet identifier 0"))
-        );
+        assert_eq!(v4(&[0x40, 2, 0, 0]), Err(ProtocolError("packet identifier 0")));
         assert!(matches!(v4(&[0x40, 1, 0]), Err(Malformed(_))));
         // Encoding picks the shortest form.
         for (reason, len) in [(0u8, 4usize), (0x10, 5)] {
@@ -919,10 +842,7 @@ mod tests {
         };
         assert_eq!(c.code, reason::NOT_AUTHORIZED);
         assert!(matches!(v4(&[0x20, 2, 0, 6]), Err(Malformed(_))));
-        assert!(
-            matches!(v4(&[0x20, 2, 2, 0]), Err(Malformed(_))),
-            "reserved flags"
-        );
+        assert!(matches!(v4(&[0x20, 2, 2, 0]), Err(Malformed(_))), "reserved flags");
         let Ok(Some(Packet::ConnAck(c))) = dec(&[0x20, 2, 1, 0], Some(Protocol::V3)) else {
             panic!()
         };
@@ -932,10 +852,7 @@ mod tests {
         };
         assert_eq!((c.code, c.properties.maximum_qos), (0x86, Some(1)));
         // An AUTH property in CONNACK is fine, a Topic Alias is not.
-        assert!(matches!(
-            v5(&[0x20, 6, 0, 0, 3, 0x23, 0, 1]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v5(&[0x20, 6, 0, 0, 3, 0x23, 0, 1]), Err(Malformed(_))));
     }
 
     #[test]
@@ -976,15 +893,9 @@ mod tests {
             v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x30]),
             Err(ProtocolError("retain handling 3"))
         );
-        assert!(matches!(
-            v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40]),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v5(&[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40]), Err(Malformed(_))));
         // Missing options byte.
-        assert!(matches!(
-            v4(&[0x82, 5, 0, 1, 0, 1, b'a']),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(v4(&[0x82, 5, 0, 1, 0, 1, b'a']), Err(Malformed(_))));
     }
 
     #[test]
@@ -1007,10 +918,7 @@ mod tests {
             panic!()
         };
         assert_eq!(u.filters, vec!["a".to_string()]);
-        assert!(matches!(
-            v4(&[0xA2, 5, 0, 0, 0, 1, b'a']),
-            Err(ProtocolError(_))
-        ));
+        assert!(matches!(v4(&[0xA2, 5, 0, 0, 0, 1, b'a']), Err(ProtocolError(_))));
         assert_eq!(
             v4(&[0xB0, 2, 0, 9]),
             Ok(Some(Packet::UnsubAck(UnsubAck {
@@ -1044,10 +952,7 @@ mod tests {
         let Ok(Some(Packet::Disconnect(d))) = v5(&[0xE0, 7, 0x8E, 5, 0x11, 0, 0, 0, 9]) else {
             panic!()
         };
-        assert_eq!(
-            (d.reason, d.properties.session_expiry_interval),
-            (0x8E, Some(9))
-        );
+        assert_eq!((d.reason, d.properties.session_expiry_interval), (0x8E, Some(9)));
         let Ok(Some(Packet::Auth(a))) = v5(&[0xF0, 6, 0x18, 4, 0x15, 0, 1, b'm']) else {
             panic!()
         };

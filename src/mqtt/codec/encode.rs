@@ -91,11 +91,7 @@ pub(crate) fn put_str<S: Sink>(s: &mut S, v: &str, what: &'static str) -> Result
     put_bin(s, v.as_bytes(), what)
 }
 
-pub(crate) fn encode(
-    packet: &Packet,
-    protocol: Protocol,
-    out: &mut BytesMut,
-) -> Result<usize, EncodeError> {
+pub(crate) fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<usize, EncodeError> {
     let Some(first) = first_byte(packet, protocol) else {
         return Ok(0);
     };
@@ -277,11 +273,7 @@ fn body<S: Sink>(packet: &Packet, v: Protocol, s: &mut S) -> Result<(), EncodeEr
 
 fn connect<S: Sink>(c: &Connect, v: Protocol, s: &mut S) -> Result<(), EncodeError> {
     let v5 = v == Protocol::V5;
-    let name: &[u8] = if v == Protocol::V3 {
-        b"MQIsdp"
-    } else {
-        b"MQTT"
-    };
+    let name: &[u8] = if v == Protocol::V3 { b"MQIsdp" } else { b"MQTT" };
     put_bin(s, name, "protocol name")?;
     s.byte(v.level());
     let mut flags = u8::from(c.clean_start) << 1;
@@ -402,10 +394,7 @@ mod tests {
                 session_present: true,
                 ..ConnAck::default()
             });
-            (
-                enc(&p, Protocol::V4).unwrap(),
-                enc(&p, Protocol::V3).unwrap(),
-            )
+            (enc(&p, Protocol::V4).unwrap(), enc(&p, Protocol::V3).unwrap())
         };
         assert_eq!(code(0), (vec![0x20, 2, 1, 0], vec![0x20, 2, 0, 0]));
         for (v5, v3) in [
@@ -429,10 +418,7 @@ mod tests {
             reasons: vec![0, 2, 0x87, 0x80],
             ..SubAck::default()
         });
-        assert_eq!(
-            enc(&s, Protocol::V4).unwrap(),
-            [0x90, 6, 0, 1, 0, 2, 0x80, 0x80]
-        );
+        assert_eq!(enc(&s, Protocol::V4).unwrap(), [0x90, 6, 0, 1, 0, 2, 0x80, 0x80]);
         let u = Packet::UnsubAck(UnsubAck {
             pkid: 1,
             reasons: vec![0x11],
@@ -452,10 +438,7 @@ mod tests {
                 ..AckProperties::default()
             },
         };
-        assert_eq!(
-            enc(&Packet::PubRel(a.clone()), Protocol::V4).unwrap(),
-            [0x62, 2, 0, 3]
-        );
+        assert_eq!(enc(&Packet::PubRel(a.clone()), Protocol::V4).unwrap(), [0x62, 2, 0, 3]);
         assert_eq!(
             enc(&Packet::PubRel(a), Protocol::V5).unwrap(),
             [0x62, 8, 0, 3, 0x10, 4, 0x1F, 0, 1, b'r']
@@ -487,10 +470,7 @@ mod tests {
         });
         assert_eq!(enc(&auth, Protocol::V3).unwrap(), [0u8; 0]);
         assert_eq!(enc(&auth, Protocol::V5).unwrap(), [0xF0, 2, 0x18, 0]);
-        assert_eq!(
-            enc(&Packet::Auth(Auth::default()), Protocol::V5).unwrap(),
-            [0xF0, 0]
-        );
+        assert_eq!(enc(&Packet::Auth(Auth::default()), Protocol::V5).unwrap(), [0xF0, 0]);
     }
 
     #[test]
@@ -514,10 +494,7 @@ mod tests {
             filters: vec!["a".into()],
             user_properties: vec![("k".into(), long)],
         });
-        assert_eq!(
-            enc(&u, Protocol::V5),
-            Err(EncodeError::TooLong("user property value"))
-        );
+        assert_eq!(enc(&u, Protocol::V5), Err(EncodeError::TooLong("user property value")));
         // 65535 bytes is fine.
         let ok = Packet::Publish(Publish {
             topic: "y".repeat(65_535).into(),
@@ -534,10 +511,7 @@ mod tests {
             ..Publish::default()
         });
         let mut out = BytesMut::new();
-        assert_eq!(
-            encode(&p, Protocol::V4, &mut out),
-            Err(EncodeError::TooLong("packet"))
-        );
+        assert_eq!(encode(&p, Protocol::V4, &mut out), Err(EncodeError::TooLong("packet")));
         assert!(out.is_empty());
     }
 }

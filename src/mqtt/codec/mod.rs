@@ -81,10 +81,6 @@ pub fn decode(
 /// return codes. Packets with no 3.x form write nothing and return `Ok(0)`:
 /// AUTH, and a DISCONNECT with a non-zero reason (a 3.x server just closes;
 /// a reason 0 DISCONNECT is the client's and is written).
-pub fn encode(
-    packet: &Packet,
-    protocol: Protocol,
-    out: &mut BytesMut,
-) -> Result<usize, EncodeError> {
+pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<usize, EncodeError> {
     encode::encode(packet, protocol, out)
 }

@@ -118,10 +118,7 @@ fn read_prop(r: &mut Reader) -> Result<Prop, DecodeError> {
 }
 
 /// Reads a property block (length + properties) and hands each property to `f`.
-fn for_each(
-    r: &mut Reader,
-    mut f: impl FnMut(Prop) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
+fn for_each(r: &mut Reader, mut f: impl FnMut(Prop) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
     let len = r.varint()? as usize;
     if len == 0 {
         return Ok(());
@@ -186,19 +183,11 @@ pub(crate) fn read_connect(r: &mut Reader) -> Result<ConnectProperties, DecodeEr
         Prop::TopicAliasMaximum(v) => once!(p.topic_alias_maximum, v, "Topic Alias Maximum"),
         Prop::RequestResponseInformation(v) => {
             let v = flag01(v, "Request Response Information is not 0 or 1")?;
-            once!(
-                p.request_response_information,
-                v,
-                "Request Response Information"
-            )
+            once!(p.request_response_information, v, "Request Response Information")
         }
         Prop::RequestProblemInformation(v) => {
             let v = flag01(v, "Request Problem Information is not 0 or 1")?;
-            once!(
-                p.request_problem_information,
-                v,
-                "Request Problem Information"
-            )
+            once!(p.request_problem_information, v, "Request Problem Information")
         }
         Prop::UserProperty(k, v) => {
             p.user_properties.push((k, v));
@@ -209,9 +198,7 @@ pub(crate) fn read_connect(r: &mut Reader) -> Result<ConnectProperties, DecodeEr
         _ => Err(Malformed("property not allowed in CONNECT")),
     })?;
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(Protocol(
-            "Authentication Data without Authentication Method",
-        ));
+        return Err(Protocol("Authentication Data without Authentication Method"));
     }
     Ok(p)
 }
@@ -264,11 +251,7 @@ pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeEr
             once!(p.maximum_packet_size, v, "Maximum Packet Size")
         }
         Prop::AssignedClientIdentifier(v) => {
-            once!(
-                p.assigned_client_identifier,
-                v,
-                "Assigned Client Identifier"
-            )
+            once!(p.assigned_client_identifier, v, "Assigned Client Identifier")
         }
         Prop::TopicAliasMaximum(v) => once!(p.topic_alias_maximum, v, "Topic Alias Maximum"),
         Prop::ReasonString(v) => once!(p.reason_string, v, "Reason String"),
@@ -278,11 +261,7 @@ pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeEr
         }
         Prop::WildcardSubscriptionAvailable(v) => {
             let v = flag01(v, "Wildcard Subscription Available is not 0 or 1")?;
-            once!(
-                p.wildcard_subscription_available,
-                v,
-                "Wildcard Subscription Available"
-            )
+            once!(p.wildcard_subscription_available, v, "Wildcard Subscription Available")
         }
         Prop::SubscriptionIdentifierAvailable(v) => {
             let v = flag01(v, "Subscription Identifier Available is not 0 or 1")?;
@@ -294,11 +273,7 @@ pub(crate) fn read_connack(r: &mut Reader) -> Result<ConnAckProperties, DecodeEr
         }
         Prop::SharedSubscriptionAvailable(v) => {
             let v = flag01(v, "Shared Subscription Available is not 0 or 1")?;
-            once!(
-                p.shared_subscription_available,
-                v,
-                "Shared Subscription Available"
-            )
+            once!(p.shared_subscription_available, v, "Shared Subscription Available")
         }
         Prop::ServerKeepAlive(v) => once!(p.server_keep_alive, v, "Server Keep Alive"),
         Prop::ResponseInformation(v) => once!(p.response_information, v, "Response Information"),
@@ -461,12 +436,7 @@ fn p_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
     }
 }
 
-fn p_str<S: Sink>(
-    s: &mut S,
-    id: u8,
-    v: &Option<String>,
-    what: &'static str,
-) -> Result<(), EncodeError> {
+fn p_str<S: Sink>(s: &mut S, id: u8, v: &Option<String>, what: &'static str) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.byte(id);
         put_str(s, v, what)?;
@@ -474,12 +444,7 @@ fn p_str<S: Sink>(
     Ok(())
 }
 
-fn p_bin<S: Sink>(
-    s: &mut S,
-    id: u8,
-    v: &Option<Bytes>,
-    what: &'static str,
-) -> Result<(), EncodeError> {
+fn p_bin<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>, what: &'static str) -> Result<(), EncodeError> {
     if let Some(v) = v {
         s.byte(id);
         put_bin(s, v, what)?;
@@ -512,16 +477,8 @@ impl Props for ConnectProperties {
         p_u16(s, id::RECEIVE_MAXIMUM, self.receive_maximum);
         p_u32(s, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         p_u16(s, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        p_u8(
-            s,
-            id::REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
-        p_u8(
-            s,
-            id::REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
+        p_u8(s, id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
+        p_u8(s, id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
         p_user(s, &self.user_properties)?;
         p_str(
             s,
@@ -541,25 +498,11 @@ impl Props for ConnectProperties {
 impl Props for WillProperties {
     fn emit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         p_u32(s, id::WILL_DELAY_INTERVAL, self.delay_interval);
-        p_u8(
-            s,
-            id::PAYLOAD_FORMAT_INDICATOR,
-            self.payload_format_indicator,
-        );
+        p_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         p_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         p_str(s, id::CONTENT_TYPE, &self.content_type, "content type")?;
-        p_str(
-            s,
-            id::RESPONSE_TOPIC,
-            &self.response_topic,
-            "response topic",
-        )?;
-        p_bin(
-            s,
-            id::CORRELATION_DATA,
-            &self.correlation_data,
-            "correlation data",
-        )?;
+        p_str(s, id::RESPONSE_TOPIC, &self.response_topic, "response topic")?;
+        p_bin(s, id::CORRELATION_DATA, &self.correlation_data, "correlation data")?;
         p_user(s, &self.user_properties)
     }
 }
@@ -590,11 +533,7 @@ impl Props for ConnAckProperties {
             id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
             self.subscription_identifiers_available,
         );
-        p_u8(
-            s,
-            id::SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
+        p_u8(s, id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
         p_u16(s, id::SERVER_KEEP_ALIVE, self.server_keep_alive);
         p_str(
             s,
@@ -602,12 +541,7 @@ impl Props for ConnAckProperties {
             &self.response_information,
             "response information",
         )?;
-        p_str(
-            s,
-            id::SERVER_REFERENCE,
-            &self.server_reference,
-            "server reference",
-        )?;
+        p_str(s, id::SERVER_REFERENCE, &self.server_reference, "server reference")?;
         p_str(
             s,
             id::AUTHENTICATION_METHOD,
@@ -625,25 +559,11 @@ impl Props for ConnAckProperties {
 
 impl Props for PublishProperties {
     fn emit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        p_u8(
-            s,
-            id::PAYLOAD_FORMAT_INDICATOR,
-            self.payload_format_indicator,
-        );
+        p_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         p_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         p_u16(s, id::TOPIC_ALIAS, self.topic_alias);
-        p_str(
-            s,
-            id::RESPONSE_TOPIC,
-            &self.response_topic,
-            "response topic",
-        )?;
-        p_bin(
-            s,
-            id::CORRELATION_DATA,
-            &self.correlation_data,
-            "correlation data",
-        )?;
+        p_str(s, id::RESPONSE_TOPIC, &self.response_topic, "response topic")?;
+        p_bin(s, id::CORRELATION_DATA, &self.correlation_data, "correlation data")?;
         p_user(s, &self.user_properties)?;
         for &v in &self.subscription_identifiers {
             p_sub_id(s, v)?;
@@ -680,12 +600,7 @@ impl Props for DisconnectProperties {
         p_u32(s, id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
         p_str(s, id::REASON_STRING, &self.reason_string, "reason string")?;
         p_user(s, &self.user_properties)?;
-        p_str(
-            s,
-            id::SERVER_REFERENCE,
-            &self.server_reference,
-            "server reference",
-        )
+        p_str(s, id::SERVER_REFERENCE, &self.server_reference, "server reference")
     }
 }
 
@@ -774,10 +689,7 @@ mod tests {
             Err(Malformed(_))
         ));
         // Topic Alias is not allowed in CONNECT.
-        assert!(matches!(
-            read_connect(&mut reader(&[3, 0x23, 0, 1])),
-            Err(Malformed(_))
-        ));
+        assert!(matches!(read_connect(&mut reader(&[3, 0x23, 0, 1])), Err(Malformed(_))));
     }
 
     #[test]
@@ -793,15 +705,10 @@ mod tests {
         // Subscription Identifier may repeat in PUBLISH, not in SUBSCRIBE.
         let ids = [4, 0x0B, 1, 0x0B, 2];
         assert_eq!(
-            read_publish(&mut reader(&ids))
-                .unwrap()
-                .subscription_identifiers,
+            read_publish(&mut reader(&ids)).unwrap().subscription_identifiers,
             vec![1, 2]
         );
-        assert!(matches!(
-            read_subscribe(&mut reader(&ids)),
-            Err(Protocol(_))
-        ));
+        assert!(matches!(read_subscribe(&mut reader(&ids)), Err(Protocol(_))));
     }
 
     #[test]
@@ -830,14 +737,8 @@ mod tests {
             read_connect(&mut reader(&[5, 0x27, 0, 0, 0, 0])),
             Err(Protocol("Maximum Packet Size is 0"))
         );
-        assert!(matches!(
-            read_connack(&mut reader(&[2, 0x24, 2])),
-            Err(Protocol(_))
-        ));
-        assert!(matches!(
-            read_connect(&mut reader(&[2, 0x17, 2])),
-            Err(Protocol(_))
-        ));
+        assert!(matches!(read_connack(&mut reader(&[2, 0x24, 2])), Err(Protocol(_))));
+        assert!(matches!(read_connect(&mut reader(&[2, 0x17, 2])), Err(Protocol(_))));
     }
 
     #[test]

@@ -20,11 +20,8 @@ use Protocol::{V3, V4, V5};
 const VERSIONS: [Protocol; 3] = [V3, V4, V5];
 
 fn text() -> impl Strategy<Value = String> {
-    vec(
-        any::<char>().prop_filter("U+0000 is not allowed", |c| *c != '\0'),
-        0..8,
-    )
-    .prop_map(|cs| cs.into_iter().collect())
+    vec(any::<char>().prop_filter("U+0000 is not allowed", |c| *c != '\0'), 0..8)
+        .prop_map(|cs| cs.into_iter().collect())
 }
 
 fn bin() -> impl Strategy<Value = Bytes> {
@@ -40,11 +37,7 @@ fn flag() -> impl Strategy<Value = Option<u8>> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
+    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
 }
 
 fn sub_id() -> impl Strategy<Value = u32> {
@@ -80,20 +73,18 @@ fn connect_props() -> impl Strategy<Value = ConnectProperties> {
         of(text()),
         of(bin()),
     )
-        .prop_map(
-            |(sei, rm, mps, tam, rri, rpi, user, method, data)| ConnectProperties {
-                session_expiry_interval: sei,
-                receive_maximum: rm,
-                maximum_packet_size: mps,
-                topic_alias_maximum: tam,
-                request_response_information: rri,
-                request_problem_information: rpi,
-                user_properties: user,
-                // Authentication Data needs an Authentication Method.
-                authentication_data: if method.is_some() { data } else { None },
-                authentication_method: method,
-            },
-        )
+        .prop_map(|(sei, rm, mps, tam, rri, rpi, user, method, data)| ConnectProperties {
+            session_expiry_interval: sei,
+            receive_maximum: rm,
+            maximum_packet_size: mps,
+            topic_alias_maximum: tam,
+            request_response_information: rri,
+            request_problem_information: rpi,
+            user_properties: user,
+            // Authentication Data needs an Authentication Method.
+            authentication_data: if method.is_some() { data } else { None },
+            authentication_method: method,
+        })
 }
 
 fn will_props() -> impl Strategy<Value = WillProperties> {
@@ -140,26 +131,24 @@ fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
         of(bin()),
     );
     (a, b).prop_map(
-        |((sei, rm, mq, ra, mps, aci, tam, rs), (user, wsa, sia, ssa, ska, ri, sr, am, ad))| {
-            ConnAckProperties {
-                session_expiry_interval: sei,
-                receive_maximum: rm,
-                maximum_qos: mq,
-                retain_available: ra,
-                maximum_packet_size: mps,
-                assigned_client_identifier: aci,
-                topic_alias_maximum: tam,
-                reason_string: rs,
-                user_properties: user,
-                wildcard_subscription_available: wsa,
-                subscription_identifiers_available: sia,
-                shared_subscription_available: ssa,
-                server_keep_alive: ska,
-                response_information: ri,
-                server_reference: sr,
-                authentication_method: am,
-                authentication_data: ad,
-            }
+        |((sei, rm, mq, ra, mps, aci, tam, rs), (user, wsa, sia, ssa, ska, ri, sr, am, ad))| ConnAckProperties {
+            session_expiry_interval: sei,
+            receive_maximum: rm,
+            maximum_qos: mq,
+            retain_available: ra,
+            maximum_packet_size: mps,
+            assigned_client_identifier: aci,
+            topic_alias_maximum: tam,
+            reason_string: rs,
+            user_properties: user,
+            wildcard_subscription_available: wsa,
+            subscription_identifiers_available: sia,
+            shared_subscription_available: ssa,
+            server_keep_alive: ska,
+            response_information: ri,
+            server_reference: sr,
+            authentication_method: am,
+            authentication_data: ad,
         },
     )
 }
@@ -175,18 +164,16 @@ fn publish_props() -> impl Strategy<Value = PublishProperties> {
         vec(sub_id(), 0..3),
         of(text()),
     )
-        .prop_map(
-            |(pfi, mei, alias, rt, cd, user, ids, ct)| PublishProperties {
-                payload_format_indicator: pfi,
-                message_expiry_interval: mei,
-                topic_alias: alias,
-                response_topic: rt,
-                correlation_data: cd,
-                user_properties: user,
-                subscription_identifiers: ids,
-                content_type: ct,
-            },
-        )
+        .prop_map(|(pfi, mei, alias, rt, cd, user, ids, ct)| PublishProperties {
+            payload_format_indicator: pfi,
+            message_expiry_interval: mei,
+            topic_alias: alias,
+            response_topic: rt,
+            correlation_data: cd,
+            user_properties: user,
+            subscription_identifiers: ids,
+            content_type: ct,
+        })
 }
 
 fn ack_props() -> impl Strategy<Value = AckProperties> {
@@ -204,13 +191,11 @@ fn subscribe_props() -> impl Strategy<Value = SubscribeProperties> {
 }
 
 fn disconnect_props() -> impl Strategy<Value = DisconnectProperties> {
-    (of(any::<u32>()), of(text()), users(), of(text())).prop_map(|(sei, rs, user, sr)| {
-        DisconnectProperties {
-            session_expiry_interval: sei,
-            reason_string: rs,
-            user_properties: user,
-            server_reference: sr,
-        }
+    (of(any::<u32>()), of(text()), users(), of(text())).prop_map(|(sei, rs, user, sr)| DisconnectProperties {
+        session_expiry_interval: sei,
+        reason_string: rs,
+        user_properties: user,
+        server_reference: sr,
     })
 }
 
@@ -224,20 +209,15 @@ fn auth_props() -> impl Strategy<Value = AuthProperties> {
 }
 
 fn will(v: Protocol) -> impl Strategy<Value = LastWill> {
-    (
-        text(),
-        bin(),
-        qos(),
-        any::<bool>(),
-        v5_only(v, will_props()),
-    )
-        .prop_map(|(topic, payload, qos, retain, properties)| LastWill {
+    (text(), bin(), qos(), any::<bool>(), v5_only(v, will_props())).prop_map(
+        |(topic, payload, qos, retain, properties)| LastWill {
             topic: ByteString::from(topic),
             payload,
             qos,
             retain,
             properties,
-        })
+        },
+    )
 }
 
 fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -277,15 +257,13 @@ fn connack(v: Protocol) -> impl Strategy<Value = Packet> {
     } else {
         select(vec![0u8, 0x84, 0x85, 0x86, 0x87, 0x88]).boxed()
     };
-    (any::<bool>(), code, v5_only(v, connack_props())).prop_map(
-        move |(session_present, code, properties)| {
-            Packet::ConnAck(ConnAck {
-                session_present: session_present && v != V3,
-                code,
-                properties,
-            })
-        },
-    )
+    (any::<bool>(), code, v5_only(v, connack_props())).prop_map(move |(session_present, code, properties)| {
+        Packet::ConnAck(ConnAck {
+            session_present: session_present && v != V3,
+            code,
+            properties,
+        })
+    })
 }
 
 fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -298,27 +276,25 @@ fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
         v5_only(v, publish_props()),
         bin(),
     )
-        .prop_map(
-            move |(qos, dup, retain, topic, pkid, properties, payload)| {
-                let q0 = qos == QoS::AtMostOnce;
-                // No wildcards in a topic name; an empty one needs a topic alias (MQTT 5 only).
-                let topic = topic.replace(['+', '#'], "");
-                let topic = if topic.is_empty() && properties.topic_alias.is_none() {
-                    "t".to_string()
-                } else {
-                    topic
-                };
-                Packet::Publish(Publish {
-                    dup: dup && !q0,
-                    qos,
-                    retain,
-                    topic: topic.into(),
-                    pkid: if q0 { 0 } else { pkid },
-                    properties,
-                    payload,
-                })
-            },
-        )
+        .prop_map(move |(qos, dup, retain, topic, pkid, properties, payload)| {
+            let q0 = qos == QoS::AtMostOnce;
+            // No wildcards in a topic name; an empty one needs a topic alias (MQTT 5 only).
+            let topic = topic.replace(['+', '#'], "");
+            let topic = if topic.is_empty() && properties.topic_alias.is_none() {
+                "t".to_string()
+            } else {
+                topic
+            };
+            Packet::Publish(Publish {
+                dup: dup && !q0,
+                qos,
+                retain,
+                topic: topic.into(),
+                pkid: if q0 { 0 } else { pkid },
+                properties,
+                payload,
+            })
+        })
 }
 
 fn puback(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -327,52 +303,46 @@ fn puback(v: Protocol) -> impl Strategy<Value = Packet> {
     } else {
         Just(0u8).boxed()
     };
-    (0..4u8, pkid(), reason, v5_only(v, ack_props())).prop_map(
-        |(kind, pkid, reason, properties)| {
-            let a = PubAck {
-                pkid,
-                reason,
-                properties,
-            };
-            match kind {
-                0 => Packet::PubAck(a),
-                1 => Packet::PubRec(a),
-                2 => Packet::PubRel(a),
-                _ => Packet::PubComp(a),
-            }
-        },
-    )
+    (0..4u8, pkid(), reason, v5_only(v, ack_props())).prop_map(|(kind, pkid, reason, properties)| {
+        let a = PubAck {
+            pkid,
+            reason,
+            properties,
+        };
+        match kind {
+            0 => Packet::PubAck(a),
+            1 => Packet::PubRec(a),
+            2 => Packet::PubRel(a),
+            _ => Packet::PubComp(a),
+        }
+    })
 }
 
 fn subscribe(v: Protocol) -> impl Strategy<Value = Packet> {
-    let filter = (text(), qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(
-        move |(filter, qos, nl, rap, rh)| {
-            if v == V5 {
-                SubscribeFilter {
-                    filter,
-                    qos,
-                    no_local: nl,
-                    retain_as_published: rap,
-                    retain_handling: rh,
-                }
-            } else {
-                SubscribeFilter {
-                    filter,
-                    qos,
-                    ..SubscribeFilter::default()
-                }
+    let filter = (text(), qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(move |(filter, qos, nl, rap, rh)| {
+        if v == V5 {
+            SubscribeFilter {
+                filter,
+                qos,
+                no_local: nl,
+                retain_as_published: rap,
+                retain_handling: rh,
             }
-        },
-    );
-    (pkid(), vec(filter, 1..4), v5_only(v, subscribe_props())).prop_map(
-        |(pkid, filters, properties)| {
-            Packet::Subscribe(Subscribe {
-                pkid,
-                filters,
-                properties,
-            })
-        },
-    )
+        } else {
+            SubscribeFilter {
+                filter,
+                qos,
+                ..SubscribeFilter::default()
+            }
+        }
+    });
+    (pkid(), vec(filter, 1..4), v5_only(v, subscribe_props())).prop_map(|(pkid, filters, properties)| {
+        Packet::Subscribe(Subscribe {
+            pkid,
+            filters,
+            properties,
+        })
+    })
 }
 
 fn suback(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -401,18 +371,13 @@ fn unsubscribe(v: Protocol) -> impl Strategy<Value = Packet> {
 }
 
 fn unsuback(v: Protocol) -> impl Strategy<Value = Packet> {
-    (
-        pkid(),
-        v5_only(v, vec(any::<u8>(), 1..5)),
-        v5_only(v, ack_props()),
-    )
-        .prop_map(|(pkid, reasons, properties)| {
-            Packet::UnsubAck(UnsubAck {
-                pkid,
-                reasons,
-                properties,
-            })
+    (pkid(), v5_only(v, vec(any::<u8>(), 1..5)), v5_only(v, ack_props())).prop_map(|(pkid, reasons, properties)| {
+        Packet::UnsubAck(UnsubAck {
+            pkid,
+            reasons,
+            properties,
         })
+    })
 }
 
 fn disconnect(v: Protocol) -> impl Strategy<Value = Packet> {
@@ -421,8 +386,7 @@ fn disconnect(v: Protocol) -> impl Strategy<Value = Packet> {
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (any::<u8>(), auth_props())
-        .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
+    (any::<u8>(), auth_props()).prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
 }
 
 /// Any packet representable in `v`.
@@ -473,10 +437,7 @@ fn check_roundtrip(p: &Packet, v: Protocol) -> Result<(), TestCaseError> {
     let mut buf = BytesMut::from(&frame[..]);
     prop_assert_eq!(
         decode(&mut buf, Some(v), n - 1),
-        Err(DecodeError::TooLarge {
-            size: n,
-            max: n - 1
-        })
+        Err(DecodeError::TooLarge { size: n, max: n - 1 })
     );
     Ok(())
 }
