@@ -12,9 +12,18 @@ use tokio::time::timeout;
 async fn lifecycle_and_message_events_are_emitted() {
     let dir = tempfile::tempdir().unwrap();
     let env = vec![
-        ("JUNCTION_LISTENERS__TCP__DEFAULT__BIND".to_string(), "127.0.0.1:0".to_string()),
-        ("JUNCTION_LISTENERS__WS__DEFAULT__ENABLE".to_string(), "false".to_string()),
-        ("JUNCTION_DASHBOARD__LISTENERS__HTTP__ENABLE".to_string(), "false".to_string()),
+        (
+            "JUNCTION_LISTENERS__TCP__DEFAULT__BIND".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        (
+            "JUNCTION_LISTENERS__WS__DEFAULT__ENABLE".to_string(),
+            "false".to_string(),
+        ),
+        (
+            "JUNCTION_DASHBOARD__LISTENERS__HTTP__ENABLE".to_string(),
+            "false".to_string(),
+        ),
         ("JUNCTION_NODE__DATA_DIR".to_string(), dir.path().display().to_string()),
     ];
     let cfg = junction::config::load(None, env).unwrap();
@@ -47,7 +56,10 @@ async fn lifecycle_and_message_events_are_emitted() {
                 BrokerEvent::Publish(m) if &m.topic[..] == "ev/1" => "message.publish",
                 BrokerEvent::Delivered { .. } => "message.delivered",
                 BrokerEvent::Acked { .. } => "message.acked",
-                BrokerEvent::ClientDisconnected { reason: DisconnectReason::Normal, .. } => "client.disconnected",
+                BrokerEvent::ClientDisconnected {
+                    reason: DisconnectReason::Normal,
+                    ..
+                } => "client.disconnected",
                 BrokerEvent::SessionTerminated { .. } => "session.terminated",
                 _ => continue,
             };

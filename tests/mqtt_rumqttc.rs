@@ -12,11 +12,7 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Connect a v3.1.1 client; incoming PUBLISHes are forwarded on the returned channel.
-async fn client(
-    addr: std::net::SocketAddr,
-    id: &str,
-    clean: bool,
-) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
+async fn client(addr: std::net::SocketAddr, id: &str, clean: bool) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_clean_session(clean);
@@ -61,9 +57,7 @@ async fn pubsub_all_qos_levels() {
     let dir = tempfile::tempdir().unwrap();
     let b = common::start_in(dir.path(), &[]).await;
     let (sub, mut rx) = client(b.tcp, "sub", true).await;
-    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce)
-        .await
-        .unwrap();
+    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (publ, _prx) = client(b.tcp, "pub", true).await;
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
@@ -137,10 +131,7 @@ async fn retained_and_sessions_survive_restart() {
     let b = common::start_in(dir.path(), &[]).await;
     let (_keeper, mut rx) = client(b.tcp, "keeper", false).await;
     let p = recv(&mut rx).await;
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("alerts/fire", &b"hot"[..])
-    );
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("alerts/fire", &b"hot"[..]));
     let (fresh, mut frx) = client(b.tcp, "fresh", true).await;
     fresh.subscribe("status/+", QoS::AtLeastOnce).await.unwrap();
     let p = recv(&mut frx).await;
@@ -189,10 +180,7 @@ async fn v5_properties_pass_through() {
     assert_eq!(got.correlation_data.as_deref(), Some(&b"corr-1"[..]));
     assert_eq!(
         got.user_properties,
-        vec![
-            ("k".to_string(), "v".to_string()),
-            ("k".to_string(), "v2".to_string())
-        ]
+        vec![("k".to_string(), "v".to_string()), ("k".to_string(), "v2".to_string())]
     );
     assert_eq!(got.payload_format_indicator, Some(1));
     b.running.stop().await;

@@ -88,14 +88,8 @@ async fn tls_listener_serves_mqtt() {
         &dir.path().join("data"),
         &[
             ("JUNCTION_LISTENERS__SSL__DEFAULT__BIND", "127.0.0.1:0"),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
-                &cert_s,
-            ),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE",
-                &key_s,
-            ),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE", &cert_s),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE", &key_s),
         ],
     )
     .await;
@@ -125,22 +119,10 @@ async fn tls_client_certificate_required() {
         &dir.path().join("data"),
         &[
             ("JUNCTION_LISTENERS__SSL__DEFAULT__BIND", "127.0.0.1:0"),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
-                &cert_s,
-            ),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE",
-                &key_s,
-            ),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CACERTFILE",
-                &ca_s,
-            ),
-            (
-                "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__VERIFY",
-                "verify_peer",
-            ),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE", &cert_s),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE", &key_s),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CACERTFILE", &ca_s),
+            ("JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__VERIFY", "verify_peer"),
             (
                 "JUNCTION_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__FAIL_IF_NO_PEER_CERT",
                 "true",
@@ -149,17 +131,9 @@ async fn tls_client_certificate_required() {
     )
     .await;
     let port = b.running.addr("ssl").expect("ssl listener bound").port();
+    assert!(!round_trip(port, &p.ca, None).await, "no client certificate: refused");
     assert!(
-        !round_trip(port, &p.ca, None).await,
-        "no client certificate: refused"
-    );
-    assert!(
-        round_trip(
-            port,
-            &p.ca,
-            Some((p.client_cert.clone(), p.client_key.clone()))
-        )
-        .await,
+        round_trip(port, &p.ca, Some((p.client_cert.clone(), p.client_key.clone()))).await,
         "with a client certificate signed by the CA"
     );
     b.running.stop().await;

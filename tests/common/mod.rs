@@ -17,26 +17,11 @@ pub struct TestBroker {
 /// Start a broker with its data in `data_dir`, plus extra `JUNCTION_*` settings.
 pub async fn start_in(data_dir: &Path, extra: &[(&str, &str)]) -> TestBroker {
     let mut env: Vec<(String, String)> = vec![
-        (
-            "JUNCTION_LISTENERS__TCP__DEFAULT__BIND".into(),
-            "127.0.0.1:0".into(),
-        ),
-        (
-            "JUNCTION_LISTENERS__WS__DEFAULT__BIND".into(),
-            "127.0.0.1:0".into(),
-        ),
-        (
-            "JUNCTION_DASHBOARD__LISTENERS__HTTP__BIND".into(),
-            "127.0.0.1:0".into(),
-        ),
-        (
-            "JUNCTION_NODE__DATA_DIR".into(),
-            data_dir.display().to_string(),
-        ),
-        (
-            "JUNCTION_DURABLE_STORAGE__SYNC_MODE".into(),
-            "every_write".into(),
-        ),
+        ("JUNCTION_LISTENERS__TCP__DEFAULT__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_LISTENERS__WS__DEFAULT__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_DASHBOARD__LISTENERS__HTTP__BIND".into(), "127.0.0.1:0".into()),
+        ("JUNCTION_NODE__DATA_DIR".into(), data_dir.display().to_string()),
+        ("JUNCTION_DURABLE_STORAGE__SYNC_MODE".into(), "every_write".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = junction::config::load(None, env).expect("test config");
@@ -44,10 +29,5 @@ pub async fn start_in(data_dir: &Path, extra: &[(&str, &str)]) -> TestBroker {
     let tcp = running.addr("tcp").expect("tcp listener");
     let ws = running.addr("ws").expect("ws listener");
     let http = running.addr("http").expect("http listener");
-    TestBroker {
-        running,
-        tcp,
-        ws,
-        http,
-    }
+    TestBroker { running, tcp, ws, http }
 }
