@@ -436,14 +436,45 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 
     async fn event_loop(&mut self, ctrl: &mut mpsc::Receiver<Control>, shutdown: &CancellationToken) -> Exit {
-        let mut deadline = self.keepalive_deadline();
-        let mut housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
+        // Timers are armed once and re-armed only when they fire: resetting a
+        // timer on every packet would cost a timer-wheel update per message.
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut last_activity = Instant::now();
+        let keepalive = tokio::time::sleep_until(if self.keep_alive.is_zero() {
+            far
+        } else {
+            last_activity + self.keep_alive
+        });
+        tokio::pin!(keepalive);
+        let housekeeping = tokio::time::sleep_until(Instant::now() + HOUSEKEEPING_PERIOD);
+        tokio::pin!(housekeeping);
+        // Bytes left in the read buffer may hold whole packets (CONNECT's
+        // followers, or input left while throttled): process before reading more.
+        let mut input_pending = !self.rbuf.is_empty();
         loop {
+            let paused = self.throttle_until.is_some() || self.pressure.is_some();
+            if input_pending && !paused && self.wbuf.len() < WRITE_HIGH_WATER {
+                match self.process_pending().await {
+                    Ok(None) => {}
+                    Ok(Some(exit)) => return exit,
+                    Err(Fail::Protocol(code, why)) => {
+                        self.broker.metrics.protocol_errors.inc();
+                        tracing::debug!(client_id = %self.info.client_id, code, why, "Closing connection on protocol error.");
+                        self.send_disconnect(code, Some(why));
+                        return Exit::Abnormal(DisconnectReason::ProtocolError);
+                    }
+                    Err(Fail::Io) => return Exit::Abnormal(DisconnectReason::TcpClosed),
+                }
+                // Stopped early by a pause: the rest waits for the pause to end.
+                input_pending = self.throttle_until.is_some() || self.pressure.is_some();
+            }
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 self.drain();
             }
-            let read_ok =
-                self.wbuf.len() < WRITE_HIGH_WATER && self.throttle_until.is_none() && self.pressure.is_none();
+            let read_ok = self.wbuf.len() < WRITE_HIGH_WATER
+                && self.throttle_until.is_none()
+                && self.pressure.is_none()
+                && !input_pending;
             let throttle = self.throttle_until;
             let pressure = self.pressure.clone();
             let low = self.broker.high_water() / 2;
@@ -452,7 +483,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 c = ctrl.recv() => {
                     if let Some(Control::Disconnect { reason_code, reason }) = c {
                         self.send_disconnect(reason_code, None);
-                        return Exit::Server { reason, publish_will: reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked };
+                        let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
+                        return Exit::Server { reason, publish_will };
                     }
                 }
                 _ = shutdown.cancelled() => {
@@ -480,49 +512,52 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                                     self.throttle_until = Some(Instant::now() + pause);
                                 }
                             }
-                            deadline = self.keepalive_deadline();
-                            let mark = self.broker.durability_mark();
-                            let handled = self.process_input();
-                            // sync_mode = every_write: acknowledge only what is on disk.
-                            if let (Some(before), Some(after)) = (mark, self.broker.durability_mark()) {
-                                if after > before {
-                                    self.broker.wait_durable(after).await;
-                                }
-                            }
-                            match handled {
-                                Ok(None) => {}
-                                Ok(Some(exit)) => return exit,
-                                Err(Fail::Protocol(code, why)) => {
-                                    self.broker.metrics.protocol_errors.inc();
-                                    tracing::debug!(client_id = %self.info.client_id, code, why, "Closing connection on protocol error.");
-                                    self.send_disconnect(code, Some(why));
-                                    return Exit::Abnormal(DisconnectReason::ProtocolError);
-                                }
-                                Err(Fail::Io) => return Exit::Abnormal(DisconnectReason::TcpClosed),
-                            }
-                            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                                self.rbuf.reserve(8192);
-                            }
+                            last_activity = Instant::now();
+                            input_pending = true;
                         }
                     }
                 }
                 _ = self.session.notify.notified() => {}
-                _ = sleep_until_opt(throttle) => { self.throttle_until = None; }
-                _ = wait_pressure(pressure, low) => { self.pressure = None; }
-                _ = tokio::time::sleep_until(housekeeping) => {
-                    self.housekeeping();
-                    housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
+                _ = sleep_until_opt(throttle) => {
+                    self.throttle_until = None;
+                    input_pending = !self.rbuf.is_empty();
                 }
-                _ = sleep_until_opt(deadline) => {
-                    self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
-                    return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
+                _ = wait_pressure(pressure, low) => {
+                    self.pressure = None;
+                    input_pending = !self.rbuf.is_empty();
+                }
+                _ = &mut housekeeping => {
+                    self.housekeeping();
+                    housekeeping.as_mut().reset(Instant::now() + HOUSEKEEPING_PERIOD);
+                }
+                _ = &mut keepalive => {
+                    let due = last_activity + self.keep_alive;
+                    if Instant::now() < due {
+                        keepalive.as_mut().reset(due);
+                    } else {
+                        self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
+                        return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
+                    }
                 }
             }
         }
     }
 
-    fn keepalive_deadline(&self) -> Option<Instant> {
-        (!self.keep_alive.is_zero()).then(|| Instant::now() + self.keep_alive)
+    /// Handle the whole packets in the read buffer; with `sync_mode =
+    /// "every_write"`, wait until what they changed is on disk before their
+    /// acknowledgements can be written.
+    async fn process_pending(&mut self) -> Result<Option<Exit>, Fail> {
+        let mark = self.broker.durability_mark();
+        let handled = self.process_input();
+        if let (Some(before), Some(after)) = (mark, self.broker.durability_mark()) {
+            if after > before {
+                self.broker.wait_durable(after).await;
+            }
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8192);
+        }
+        handled
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
