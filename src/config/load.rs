@@ -296,19 +296,25 @@ fn apply_env(root: &mut Node, var: &str, raw: &str) -> Result<(), String> {
         ));
     }
     let pos = Pos::Env(var.to_string());
-    let (last, parents) = path.split_last().expect("split yields at least one item");
+    let Some((last, parents)) = path.split_last() else {
+        return Err("invalid variable name".into());
+    };
     let mut n = root;
     for k in parents {
         if !matches!(n.value, Value::Table(_)) {
             *n = Node::table(pos.clone());
         }
-        let Value::Table(t) = &mut n.value else { unreachable!() };
+        let Value::Table(t) = &mut n.value else {
+            return Err("internal error: expected a table".into());
+        };
         n = t.entry(k.clone()).or_insert_with(|| Node::table(pos.clone()));
     }
     if !matches!(n.value, Value::Table(_)) {
         *n = Node::table(pos.clone());
     }
-    let Value::Table(t) = &mut n.value else { unreachable!() };
+    let Value::Table(t) = &mut n.value else {
+        return Err("internal error: expected a table".into());
+    };
     let value = env_value(raw, &pos);
     t.insert(
         last.clone(),
@@ -703,7 +709,9 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (k, node) = self.cur.take().expect("next_value_seed called before next_key_seed");
+        let Some((k, node)) = self.cur.take() else {
+            return Err(de::Error::custom("internal error: value requested before its key"));
+        };
         let path = child_path(self.path, k);
         seed.deserialize(De { node, path: &path })
             .map_err(|e| e.locate(path.clone(), &node.pos, DiagnosticKind::InvalidValue))
