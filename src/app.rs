@@ -13,7 +13,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config, ListenerKind};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
-use crate::mqtt::codec::QoS;
+use crate::mqtt::codec::{reason, QoS};
+use crate::mqtt::events::DisconnectReason;
+use crate::mqtt::session::Control;
 use crate::mqtt::connection::ConnSettings;
 use crate::mqtt::events::BrokerEvent;
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
@@ -217,6 +219,12 @@ impl Running {
     /// connections to close (at most 5 s), then commit the store.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        for conn in self.broker.connections() {
+            conn.send(Control::Disconnect {
+                reason_code: reason::SERVER_SHUTTING_DOWN,
+                reason: DisconnectReason::ServerShutdown,
+            });
+        }
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
             .await
@@ -232,35 +240,49 @@ impl Running {
 /// Run until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     let running = start(&cfg).await?;
+    // Handlers are installed before READY: a signal right after it must stop us gracefully.
+    let signals = Signals::install();
     for a in &running.addrs {
         println!("LISTENING {} {} {}", a.kind, a.name, a.addr);
         tracing::info!(kind = a.kind, name = %a.name, addr = %a.addr, "Listening.");
     }
     println!("READY");
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("Shutting down.");
     running.stop().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(i), Ok(t)) => Some((i, t)),
+                _ => None,
+            };
+            Signals { streams }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

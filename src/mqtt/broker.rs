@@ -227,7 +227,7 @@ impl Broker {
     }
 
     /// Every online connection's control channel (for shutdown).
-    pub fn connections(&self) -> Vec<mpsc::Sender<Control>> {
+    pub fn connections(&self) -> Vec<Arc<super::session::ConnCtrl>> {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         sessions
             .iter()
@@ -245,7 +245,7 @@ impl Broker {
         if let Some(old) = existing {
             let mut st = old.state.lock();
             if let Some(prev) = st.conn.take() {
-                let _ = prev.ctrl.try_send(Control::Disconnect {
+                prev.ctrl.send(Control::Disconnect {
                     reason_code: super::codec::reason::SESSION_TAKEN_OVER,
                     reason: DisconnectReason::TakenOver,
                 });

@@ -9,14 +9,15 @@
 //! with the MQTT 5 reason code the spec asks for.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,12 +29,25 @@ use super::codec::{
 };
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason};
 use super::message::{now_ms, Message};
-use super::session::{ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
+use super::session::{ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
 use super::topic;
 use crate::store::StoreOp;
 
 /// Stop reading from a client whose unsent output exceeds this.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Smallest free space offered to a socket read; the read buffer grows by
+/// doubling while reads fill it and shrinks back when the connection idles.
+const MIN_READ: usize = 128;
+/// Read buffers above this are given back when empty at housekeeping.
+const IDLE_BUFFER: usize = 4096;
+
+/// Make room for the next read: at least `MIN_READ`, doubling while traffic fills the buffer.
+fn reserve_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(buf.capacity().clamp(MIN_READ, 64 * 1024));
+    }
+}
+
 /// How often a connection resends overdue messages and expires stale QoS 2 ids.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 /// Most messages moved from the session queue per drain.
@@ -112,7 +126,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let mut reader = reader;
     let mut writer = writer;
     // Wait for CONNECT within the idle timeout.
@@ -140,10 +154,21 @@ pub async fn serve<S>(
             return;
         }
     };
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(4);
-    let conn = Conn::handshake(broker, reader, writer, rbuf, peer, settings, *connect, ctrl_tx).await;
+    let ctrl = Arc::new(ConnCtrl::default());
+    // Boxed: the handshake's state is large and short-lived; it should not size every connection's task.
+    let conn = Box::pin(Conn::handshake(
+        broker,
+        reader,
+        writer,
+        rbuf,
+        peer,
+        settings,
+        *connect,
+        ctrl.clone(),
+    ))
+    .await;
     if let Some(mut conn) = conn {
-        conn.run(ctrl_rx, shutdown).await;
+        conn.run(&ctrl, &shutdown).await;
     }
 }
 
@@ -162,7 +187,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Err(codec::DecodeError::UnsupportedProtocol(_)) => return Err(Some(reason::UNSUPPORTED_PROTOCOL_VERSION)),
             Err(_) => return Err(None),
         }
-        rbuf.reserve(4096);
+        reserve_read(rbuf);
         match reader.read_buf(rbuf).await {
             Ok(0) | Err(_) => return Err(None),
             Ok(n) => broker.metrics.bytes_received.add(n as u64),
@@ -187,7 +212,8 @@ struct Conn<S> {
     client_alias_max: u16,
     out_aliases: HashMap<ByteString, u16>,
     in_aliases: HashMap<u16, ByteString>,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none, and every byte here is paid per idle connection.
+    will: Option<Box<LastWill>>,
     expiry: u32,
     /// Whether reason strings and user properties may go on acks (Request Problem Information).
     problem_info: bool,
@@ -208,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         peer: SocketAddr,
         settings: Arc<ConnSettings>,
         c: Connect,
-        ctrl: mpsc::Sender<Control>,
+        ctrl: Arc<ConnCtrl>,
     ) -> Option<Conn<S>> {
         let protocol = c.protocol.unwrap_or(Protocol::V4);
         let cfg = &broker.cfg;
@@ -364,7 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             reader,
             writer,
             rbuf,
-            wbuf: BytesMut::with_capacity(1024),
+            wbuf: BytesMut::new(),
             protocol,
             info,
             session: attached.session,
@@ -384,7 +410,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
             out_aliases: HashMap::new(),
             in_aliases: HashMap::new(),
-            will: c.will,
+            will: c.will.map(|mut w| {
+                // Own copies: slices of the CONNECT frame would pin its whole read buffer.
+                w.payload = bytes::Bytes::copy_from_slice(&w.payload);
+                w.topic = ByteString::from(&*w.topic);
+                Box::new(w)
+            }),
             expiry,
             problem_info: c.properties.request_problem_information != Some(0),
             msg_bucket: settings.messages_rate.map(Bucket::new),
@@ -414,8 +445,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         Some(conn)
     }
 
-    async fn run(&mut self, mut ctrl: mpsc::Receiver<Control>, shutdown: CancellationToken) {
-        let exit = self.event_loop(&mut ctrl, &shutdown).await;
+    async fn run(&mut self, ctrl: &ConnCtrl, shutdown: &CancellationToken) {
+        let exit = if shutdown.is_cancelled() {
+            // Shutdown began during the handshake, after the broadcast reached attached connections.
+            self.send_disconnect(reason::SERVER_SHUTTING_DOWN, None);
+            Exit::Server {
+                reason: DisconnectReason::ServerShutdown,
+                publish_will: false,
+            }
+        } else {
+            self.event_loop(ctrl).await
+        };
         let _ = self.flush().await;
         self.broker.metrics.connections.dec();
         let (reason, publish_will) = match exit {
@@ -426,7 +466,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         // A taken-over session keeps its will semantics on the old connection: publish it.
         if publish_will {
             if let Some(will) = self.will.take() {
-                self.schedule_will(will);
+                self.schedule_will(*will);
             }
         }
         let client = self.info.clone();
@@ -435,23 +475,36 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let _ = self.writer.shutdown().await;
     }
 
-    async fn event_loop(&mut self, ctrl: &mut mpsc::Receiver<Control>, shutdown: &CancellationToken) -> Exit {
-        // Timers are armed once and re-armed only when they fire: resetting a
-        // timer on every packet would cost a timer-wheel update per message.
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    /// Runs until the connection ends. Shutdown arrives through `ctrl` like any
+    /// other broker command (one waiter fewer in every connection's state).
+    async fn event_loop(&mut self, ctrl: &ConnCtrl) -> Exit {
+        // One timer serves keepalive and housekeeping. It is re-armed only when
+        // it fires: resetting a timer per packet would cost a timer-wheel update per message.
         let mut last_activity = Instant::now();
-        let keepalive = tokio::time::sleep_until(if self.keep_alive.is_zero() {
-            far
-        } else {
-            last_activity + self.keep_alive
-        });
-        tokio::pin!(keepalive);
-        let housekeeping = tokio::time::sleep_until(Instant::now() + HOUSEKEEPING_PERIOD);
-        tokio::pin!(housekeeping);
+        let mut housekeeping_due = last_activity + HOUSEKEEPING_PERIOD;
+        let next_tick = |last_activity: Instant, housekeeping_due: Instant, keep_alive: Duration| {
+            if keep_alive.is_zero() {
+                housekeeping_due
+            } else {
+                housekeeping_due.min(last_activity + keep_alive)
+            }
+        };
+        let timer = tokio::time::sleep_until(next_tick(last_activity, housekeeping_due, self.keep_alive));
+        tokio::pin!(timer);
+        // While throttled or under back-pressure: a boxed wait (rare, so not part of every connection's size).
+        let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         // Bytes left in the read buffer may hold whole packets (CONNECT's
         // followers, or input left while throttled): process before reading more.
         let mut input_pending = !self.rbuf.is_empty();
+        let mut flush = false;
         loop {
+            // TLS and WebSocket streams buffer: push what was written out.
+            if flush {
+                flush = false;
+                if self.writer.flush().await.is_err() {
+                    return Exit::Abnormal(DisconnectReason::TcpClosed);
+                }
+            }
             let paused = self.throttle_until.is_some() || self.pressure.is_some();
             if input_pending && !paused && self.wbuf.len() < WRITE_HIGH_WATER {
                 match self.process_pending().await {
@@ -475,29 +528,36 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 && self.throttle_until.is_none()
                 && self.pressure.is_none()
                 && !input_pending;
-            let throttle = self.throttle_until;
-            let pressure = self.pressure.clone();
-            let low = self.broker.high_water() / 2;
+            if read_ok {
+                reserve_read(&mut self.rbuf);
+            }
+            if pause.is_none() && (self.throttle_until.is_some() || self.pressure.is_some()) {
+                let (throttle, pressure) = (self.throttle_until, self.pressure.clone());
+                let low = self.broker.high_water() / 2;
+                pause = Some(Box::pin(async move {
+                    if let Some(t) = throttle {
+                        tokio::time::sleep_until(t).await;
+                    }
+                    if let Some(s) = pressure {
+                        s.wait_drained(low, Duration::from_millis(200)).await;
+                    }
+                }));
+            }
             tokio::select! {
                 biased;
                 c = ctrl.recv() => {
-                    if let Some(Control::Disconnect { reason_code, reason }) = c {
+                    let Control::Disconnect { reason_code, reason } = c;
+                    {
                         self.send_disconnect(reason_code, None);
                         let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
                         return Exit::Server { reason, publish_will };
                     }
                 }
-                _ = shutdown.cancelled() => {
-                    self.send_disconnect(reason::SERVER_SHUTTING_DOWN, None);
-                    return Exit::Server { reason: DisconnectReason::ServerShutdown, publish_will: false };
-                }
                 r = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
                     match r {
                         Ok(n) => {
                             self.broker.metrics.bytes_sent.add(n as u64);
-                            if self.wbuf.is_empty() && self.writer.flush().await.is_err() {
-                                return Exit::Abnormal(DisconnectReason::TcpClosed);
-                            }
+                            flush = self.wbuf.is_empty();
                         }
                         Err(_) => return Exit::Abnormal(DisconnectReason::TcpClosed),
                     }
@@ -518,26 +578,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     }
                 }
                 _ = self.session.notify.notified() => {}
-                _ = sleep_until_opt(throttle) => {
+                _ = wait_opt(&mut pause) => {
+                    pause = None;
                     self.throttle_until = None;
-                    input_pending = !self.rbuf.is_empty();
-                }
-                _ = wait_pressure(pressure, low) => {
                     self.pressure = None;
                     input_pending = !self.rbuf.is_empty();
                 }
-                _ = &mut housekeeping => {
-                    self.housekeeping();
-                    housekeeping.as_mut().reset(Instant::now() + HOUSEKEEPING_PERIOD);
-                }
-                _ = &mut keepalive => {
-                    let due = last_activity + self.keep_alive;
-                    if Instant::now() < due {
-                        keepalive.as_mut().reset(due);
-                    } else {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if !self.keep_alive.is_zero() && now >= last_activity + self.keep_alive {
                         self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
                         return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
                     }
+                    if now >= housekeeping_due {
+                        self.housekeeping();
+                        housekeeping_due = now + HOUSEKEEPING_PERIOD;
+                    }
+                    timer.as_mut().reset(next_tick(last_activity, housekeeping_due, self.keep_alive));
                 }
             }
         }
@@ -553,9 +610,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if after > before {
                 self.broker.wait_durable(after).await;
             }
-        }
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
         }
         handled
     }
@@ -671,6 +725,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Resend (3.x clients only) in-flight messages unacknowledged for
     /// `mqtt.retry_interval`, and forget incoming QoS 2 ids older than `mqtt.await_rel_timeout`.
     fn housekeeping(&mut self) {
+        // Give idle connections' buffers back: idle connections are most connections.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_BUFFER {
+            self.rbuf = BytesMut::with_capacity(MIN_READ);
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_BUFFER {
+            self.wbuf = BytesMut::new();
+        }
         let (retry, rel_timeout) = (self.broker.cfg.retry_interval, self.broker.cfg.await_rel_timeout);
         let mut overdue = Vec::new();
         {
@@ -1245,16 +1306,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 }
 
-async fn wait_pressure(s: Option<Arc<Session>>, low: usize) {
-    match s {
-        Some(s) => s.wait_drained(low, Duration::from_millis(200)).await,
+async fn wait_opt(f: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
+    match f {
+        Some(f) => f.await,
         None => std::future::pending().await,
     }
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}

@@ -134,23 +134,39 @@ pub fn spawn(broker: Arc<Broker>, bound: Bound, shutdown: CancellationToken, tra
                 shutdown.clone(),
                 spec.transport.clone(),
             );
-            t2.spawn(async move {
-                let _permit = permit;
-                match transport {
-                    Transport::Tcp => connection::serve(broker, stream, peer, settings, shutdown).await,
-                    Transport::Ssl { acceptor } => {
+            // One task per transport, each sized for its own future: a single
+            // `match` inside one task would give every plain TCP connection the
+            // memory of the largest (TLS + WebSocket) state.
+            match transport {
+                Transport::Tcp => {
+                    t2.spawn(async move {
+                        let _permit = permit;
+                        connection::serve(broker, stream, peer, settings, shutdown).await;
+                    });
+                }
+                Transport::Ssl { acceptor } => {
+                    t2.spawn(async move {
+                        let _permit = permit;
                         if let Ok(tls) = acceptor.accept(stream).await {
                             connection::serve(broker, tls, peer, settings, shutdown).await;
                         }
-                    }
-                    Transport::Ws { path } => serve_ws(broker, stream, peer, settings, shutdown, path).await,
-                    Transport::Wss { acceptor, path } => {
+                    });
+                }
+                Transport::Ws { path } => {
+                    t2.spawn(async move {
+                        let _permit = permit;
+                        serve_ws(broker, stream, peer, settings, shutdown, path).await;
+                    });
+                }
+                Transport::Wss { acceptor, path } => {
+                    t2.spawn(async move {
+                        let _permit = permit;
                         if let Ok(tls) = acceptor.accept(stream).await {
                             serve_ws(broker, tls, peer, settings, shutdown, path).await;
                         }
-                    }
+                    });
                 }
-            });
+            }
         }
     });
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::codec::{Protocol, QoS};
 use super::events::DisconnectReason;
@@ -86,11 +86,38 @@ pub enum Control {
     Disconnect { reason_code: u8, reason: DisconnectReason },
 }
 
+/// A connection's control mailbox: one pending command and a wake-up. Much
+/// smaller than a channel, which matters because every connection has one.
+#[derive(Debug, Default)]
+pub struct ConnCtrl {
+    cmd: Mutex<Option<Control>>,
+    notify: Notify,
+}
+
+impl ConnCtrl {
+    /// Leave a command for the connection (a later one replaces an unread earlier one).
+    pub fn send(&self, c: Control) {
+        *self.cmd.lock() = Some(c);
+        self.notify.notify_one();
+    }
+
+    /// Wait for the next command.
+    pub async fn recv(&self) -> Control {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(c) = self.cmd.lock().take() {
+                return c;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The connection currently attached to a session.
 #[derive(Debug, Clone)]
 pub struct ConnRef {
     pub id: u64,
-    pub ctrl: mpsc::Sender<Control>,
+    pub ctrl: Arc<ConnCtrl>,
     pub protocol: Protocol,
 }
 

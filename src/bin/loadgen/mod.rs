@@ -1,0 +1,3 @@
+//! Helpers of `junction-loadgen`: a latency histogram and process probes.
+pub mod hist;
+pub mod sys;
