@@ -14,11 +14,11 @@ use crate::config::{self, Config, ListenerKind};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
 use crate::mqtt::codec::{reason, QoS};
-use crate::mqtt::events::DisconnectReason;
-use crate::mqtt::session::Control;
 use crate::mqtt::connection::ConnSettings;
 use crate::mqtt::events::BrokerEvent;
+use crate::mqtt::events::DisconnectReason;
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
+use crate::mqtt::session::Control;
 use crate::mqtt::topic::TopicLimits;
 use crate::store::{Store, StoreError, SyncMode};
 

@@ -203,7 +203,10 @@ fn main() {
     };
     // A load generator must only ever hit this machine.
     if !common.host.ip().is_loopback() {
-        eprintln!("junction-loadgen: --host {} is not a loopback address (127.0.0.0/8 or ::1)", common.host);
+        eprintln!(
+            "junction-loadgen: --host {} is not a loopback address (127.0.0.0/8 or ::1)",
+            common.host
+        );
         std::process::exit(2);
     }
     if let Cmd::Conns(a) = &cli.cmd {

@@ -88,6 +88,15 @@ impl From<std::io::Error> for Fail {
     }
 }
 
+/// Topic alias maps of one connection.
+#[derive(Default)]
+struct Aliases {
+    /// Server → client: topic → alias we assigned.
+    outgoing: HashMap<ByteString, u16>,
+    /// Client → server: alias → topic the client set.
+    incoming: HashMap<u16, ByteString>,
+}
+
 /// Simple token bucket; `rate` tokens per second, burst of one second.
 struct Bucket {
     rate: f64,
@@ -167,7 +176,9 @@ pub async fn serve<S>(
         ctrl.clone(),
     ))
     .await;
-    if let Some(mut conn) = conn {
+    let mut conn = conn;
+    // In place (`as_mut`), not moved out: a moved copy would double the connection's size in the task.
+    if let Some(conn) = conn.as_mut() {
         conn.run(&ctrl, &shutdown).await;
     }
 }
@@ -210,15 +221,15 @@ struct Conn<S> {
     client_max_packet: usize,
     send_quota: usize,
     client_alias_max: u16,
-    out_aliases: HashMap<ByteString, u16>,
-    in_aliases: HashMap<u16, ByteString>,
+    /// Topic aliases (MQTT 5), created on first use: most connections never have any.
+    aliases: Option<Box<Aliases>>,
     /// Boxed: most clients have none, and every byte here is paid per idle connection.
     will: Option<Box<LastWill>>,
     expiry: u32,
     /// Whether reason strings and user properties may go on acks (Request Problem Information).
     problem_info: bool,
-    msg_bucket: Option<Bucket>,
-    byte_bucket: Option<Bucket>,
+    msg_bucket: Option<Box<Bucket>>,
+    byte_bucket: Option<Box<Bucket>>,
     throttle_until: Option<Instant>,
     /// A subscriber session this client is flooding: reading pauses until it drains.
     pressure: Option<Arc<Session>>,
@@ -408,8 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     .min(cfg.max_inflight.max(1)),
             ),
             client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
-            out_aliases: HashMap::new(),
-            in_aliases: HashMap::new(),
+            aliases: None,
             will: c.will.map(|mut w| {
                 // Own copies: slices of the CONNECT frame would pin its whole read buffer.
                 w.payload = bytes::Bytes::copy_from_slice(&w.payload);
@@ -418,8 +428,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }),
             expiry,
             problem_info: c.properties.request_problem_information != Some(0),
-            msg_bucket: settings.messages_rate.map(Bucket::new),
-            byte_bucket: settings.bytes_rate.map(Bucket::new),
+            msg_bucket: settings.messages_rate.map(|r| Box::new(Bucket::new(r))),
+            byte_bucket: settings.bytes_rate.map(|r| Box::new(Bucket::new(r))),
             throttle_until: None,
             pressure: None,
         };
@@ -795,12 +805,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         if v5 {
             properties.subscription_identifiers = d.sub_ids.clone();
             if self.client_alias_max > 0 {
-                if let Some(a) = self.out_aliases.get(&topic) {
+                let out_aliases = &mut self.aliases.get_or_insert_with(Default::default).outgoing;
+                if let Some(a) = out_aliases.get(&topic) {
                     properties.topic_alias = Some(*a);
                     topic = ByteString::new();
-                } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
-                    let a = self.out_aliases.len() as u16 + 1;
-                    self.out_aliases.insert(topic.clone(), a);
+                } else if out_aliases.len() < usize::from(self.client_alias_max) {
+                    let a = out_aliases.len() as u16 + 1;
+                    out_aliases.insert(topic.clone(), a);
                     properties.topic_alias = Some(a);
                     new_alias = Some(topic.clone());
                 }
@@ -824,7 +835,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             // MQTT 5 §3.1.2.25: never send a packet larger than the client's maximum; discard it.
             self.wbuf.truncate(start);
             if let Some(t) = new_alias {
-                self.out_aliases.remove(&t);
+                if let Some(a) = self.aliases.as_mut() {
+                    a.outgoing.remove(&t);
+                }
             }
             if pkid != 0 {
                 let mut st = self.session.state.lock();
@@ -926,13 +939,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if alias == 0 || alias > cfg.max_topic_alias {
                 return Err(Fail::Protocol(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
             }
+            let in_aliases = &mut self.aliases.get_or_insert_with(Default::default).incoming;
             if p.topic.is_empty() {
-                match self.in_aliases.get(&alias) {
+                match in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
                     None => return Err(Fail::Protocol(reason::PROTOCOL_ERROR, "unknown topic alias")),
                 }
             } else {
-                self.in_aliases.insert(alias, p.topic.clone());
+                in_aliases.insert(alias, p.topic.clone());
             }
         }
         if topic::validate_name(&p.topic, cfg.topic_limits).is_err() {
@@ -1312,4 +1326,3 @@ async fn wait_opt(f: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>) {
         None => std::future::pending().await,
     }
 }
-
