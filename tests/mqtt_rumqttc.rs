@@ -185,3 +185,27 @@ async fn v5_properties_pass_through() {
     assert_eq!(got.payload_format_indicator, Some(1));
     b.running.stop().await;
 }
+
+#[tokio::test]
+async fn publish_rate_limit_slows_without_disconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::start_in(dir.path(), &[("JUNCTION_LISTENERS__TCP__DEFAULT__MESSAGES_RATE", "100/s")]).await;
+    let (sub, mut rx) = client(b.tcp, "rate-sub", true).await;
+    sub.subscribe("rate/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (publ, _prx) = client(b.tcp, "rate-pub", true).await;
+    let started = std::time::Instant::now();
+    let n = 300;
+    for i in 0..n {
+        publ.publish(format!("rate/{i}"), QoS::AtLeastOnce, false, "x").await.unwrap();
+    }
+    for _ in 0..n {
+        recv(&mut rx).await;
+    }
+    let elapsed = started.elapsed();
+    // A 1 s burst allowance, then 100/s: 300 messages need about 2 s. Nobody is disconnected.
+    assert!(elapsed >= Duration::from_millis(1500), "not slowed: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(6), "slowed too much: {elapsed:?}");
+    assert_eq!(b.running.broker.metrics.connections.get(), 2);
+    b.running.stop().await;
+}
