@@ -287,6 +287,9 @@ async fn mqtt_connect(
         TcpSocket::new_v6()?
     };
     if let Some(ip) = src {
+        if ip.is_ipv4() {
+            lsys::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&sock));
+        }
         sock.bind(SocketAddr::new(ip, 0))?;
     }
     let mut s = sock.connect(addr).await?;

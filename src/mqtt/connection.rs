@@ -172,7 +172,7 @@ pub async fn serve<S>(
         rbuf,
         peer,
         settings,
-        *connect,
+        connect,
         ctrl.clone(),
     ))
     .await;
@@ -244,9 +244,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         rbuf: BytesMut,
         peer: SocketAddr,
         settings: Arc<ConnSettings>,
-        c: Connect,
+        c: Box<Connect>,
         ctrl: Arc<ConnCtrl>,
     ) -> Option<Conn<S>> {
+        // Unboxed here, inside the (boxed, short-lived) handshake state: the box is freed with it.
+        let c = *c;
         let protocol = c.protocol.unwrap_or(Protocol::V4);
         let cfg = &broker.cfg;
         let v5 = protocol == Protocol::V5;
