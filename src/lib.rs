@@ -6,4 +6,5 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod mqtt;
+pub mod rules;
 pub mod store;
