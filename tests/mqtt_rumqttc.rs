@@ -189,7 +189,11 @@ async fn v5_properties_pass_through() {
 #[tokio::test]
 async fn publish_rate_limit_slows_without_disconnecting() {
     let dir = tempfile::tempdir().unwrap();
-    let b = common::start_in(dir.path(), &[("JUNCTION_LISTENERS__TCP__DEFAULT__MESSAGES_RATE", "100/s")]).await;
+    let b = common::start_in(
+        dir.path(),
+        &[("JUNCTION_LISTENERS__TCP__DEFAULT__MESSAGES_RATE", "100/s")],
+    )
+    .await;
     let (sub, mut rx) = client(b.tcp, "rate-sub", true).await;
     sub.subscribe("rate/#", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -197,7 +201,9 @@ async fn publish_rate_limit_slows_without_disconnecting() {
     let started = std::time::Instant::now();
     let n = 300;
     for i in 0..n {
-        publ.publish(format!("rate/{i}"), QoS::AtLeastOnce, false, "x").await.unwrap();
+        publ.publish(format!("rate/{i}"), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
     }
     for _ in 0..n {
         recv(&mut rx).await;
