@@ -538,7 +538,8 @@ impl Broker {
 
     /// Route to every matching session; returns how many sessions got it.
     fn route(&self, msg: &Arc<Message>, pressure: &mut Option<Arc<Session>>) -> usize {
-        let mut targets: Vec<(Subscriber, Option<ShareRef>)> = Vec::new();
+        // Inline for the common case of a few subscribers: no allocation per message.
+        let mut targets: smallvec::SmallVec<[(Subscriber, Option<ShareRef>); 4]> = smallvec::SmallVec::new();
         {
             let tree = self.subs.read();
             tree.for_each_match(&msg.topic, |m| match m {

@@ -231,6 +231,8 @@ struct Conn<S> {
     msg_bucket: Option<Box<Bucket>>,
     byte_bucket: Option<Box<Bucket>>,
     throttle_until: Option<Instant>,
+    /// Scratch space for [`drain`](Self::drain), kept to avoid an allocation per turn.
+    drain_buf: Vec<(Delivery, u16)>,
     /// A subscriber session this client is flooding: reading pauses until it drains.
     pressure: Option<Arc<Session>>,
 }
@@ -434,6 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             byte_bucket: settings.bytes_rate.map(|r| Box::new(Bucket::new(r))),
             throttle_until: None,
             pressure: None,
+            drain_buf: Vec::new(),
         };
         let ack = Packet::ConnAck(ConnAck {
             session_present: attached.session_present,
@@ -510,6 +513,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut input_pending = !self.rbuf.is_empty();
         let mut flush = false;
         loop {
+            if let Some(Control::Disconnect { reason_code, reason }) = ctrl.try_recv() {
+                self.send_disconnect(reason_code, None);
+                let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
+                return Exit::Server { reason, publish_will };
+            }
             // TLS and WebSocket streams buffer: push what was written out.
             if flush {
                 flush = false;
@@ -557,14 +565,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
             tokio::select! {
                 biased;
-                c = ctrl.recv() => {
-                    let Control::Disconnect { reason_code, reason } = c;
-                    {
-                        self.send_disconnect(reason_code, None);
-                        let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
-                        return Exit::Server { reason, publish_will };
-                    }
-                }
+                _ = ctrl.wait() => {}
                 r = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
                     match r {
                         Ok(n) => {
@@ -678,7 +679,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Move queued messages into the write buffer, within the send quota.
     fn drain(&mut self) {
         let now = now_ms();
-        let mut out: Vec<(Delivery, u16)> = Vec::new();
+        let mut out = std::mem::take(&mut self.drain_buf);
         {
             let broker = &self.broker;
             let mut st = self.session.state.lock();
@@ -729,9 +730,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.session.drained.notify_waiters();
             }
         }
-        for (d, pkid) in out {
+        for (d, pkid) in out.drain(..) {
             self.write_publish(&d, pkid, false, now);
         }
+        // Reuse the allocation next time (drained every turn of a busy connection).
+        self.drain_buf = out;
     }
 
     /// Resend (3.x clients only) in-flight messages unacknowledged for
@@ -743,6 +746,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         if self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_BUFFER {
             self.wbuf = BytesMut::new();
+        }
+        if self.drain_buf.capacity() > 64 {
+            self.drain_buf = Vec::new();
         }
         let (retry, rel_timeout) = (self.broker.cfg.retry_interval, self.broker.cfg.await_rel_timeout);
         let mut overdue = Vec::new();

@@ -90,6 +90,8 @@ pub enum Control {
 /// smaller than a channel, which matters because every connection has one.
 #[derive(Debug, Default)]
 pub struct ConnCtrl {
+    /// Fast path: the connection polls this every loop turn without taking the lock.
+    pending: std::sync::atomic::AtomicBool,
     cmd: Mutex<Option<Control>>,
     notify: Notify,
 }
@@ -98,18 +100,22 @@ impl ConnCtrl {
     /// Leave a command for the connection (a later one replaces an unread earlier one).
     pub fn send(&self, c: Control) {
         *self.cmd.lock() = Some(c);
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
         self.notify.notify_one();
     }
 
-    /// Wait for the next command.
-    pub async fn recv(&self) -> Control {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(c) = self.cmd.lock().take() {
-                return c;
-            }
-            notified.await;
+    /// The pending command, if any (cheap when there is none).
+    pub fn try_recv(&self) -> Option<Control> {
+        if !self.pending.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
         }
+        self.pending.store(false, std::sync::atomic::Ordering::Release);
+        self.cmd.lock().take()
+    }
+
+    /// Wait until a command may be pending (then call [`try_recv`](Self::try_recv)).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
     }
 }
 
