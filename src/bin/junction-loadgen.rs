@@ -335,7 +335,7 @@ async fn mqtt_subscribe(s: &mut TcpStream, buf: &mut BytesMut, filter: &str, qos
     loop {
         match codec::decode(buf, Some(Protocol::V4), MAX_PACKET)? {
             Some(Packet::SubAck(a)) => {
-                if a.reasons.first().map_or(true, |&r| r >= 0x80) {
+                if a.reasons.first().is_none_or(|&r| r >= 0x80) {
                     return Err(format!("SUBSCRIBE {filter} refused: {:?}", a.reasons).into());
                 }
                 return Ok(());
@@ -897,9 +897,8 @@ async fn subscriber(
             o.last_ns = now;
             delivered_total.fetch_add(n, Ordering::Relaxed);
         }
-        if sub_rate > 0 {
-            // Slow consumer: sleep until our delivery count is back on the allowed rate.
-            let allowed_ns = o.delivered.saturating_mul(1_000_000_000) / sub_rate;
+        // Slow consumer: sleep until our delivery count is back on the allowed rate.
+        if let Some(allowed_ns) = o.delivered.saturating_mul(1_000_000_000).checked_div(sub_rate) {
             let elapsed = now_ns() - start_ns;
             if allowed_ns > elapsed {
                 tokio::select! {

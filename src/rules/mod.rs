@@ -1,7 +1,11 @@
 //! The rule engine (issue 4, in progress): EMQX rule SQL over every message
-//! and client event. So far: the value model. The parser, the function
-//! library, the evaluator and the dispatcher land next.
+//! and client event. So far: the value model, the parser (grammar in
+//! `grammar/rule_sql.pest`) and the built-in function library. The compiler,
+//! the evaluator, rule files and the dispatcher land next.
 //!
 //! rules/ does no network IO and names no concrete connector.
 
+pub mod ast;
+pub mod functions;
+pub mod parse;
 pub mod value;

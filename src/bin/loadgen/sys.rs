@@ -134,7 +134,7 @@ impl BrokerProbe {
             while !st.load(Ordering::Relaxed) && ticks < 36_000 {
                 std::thread::sleep(Duration::from_millis(100));
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     if let Some(r) = rss_kb(pid) {
                         se.lock().unwrap().push(r);
                     }
