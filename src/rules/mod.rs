@@ -6,6 +6,11 @@
 //! rules/ does no network IO and names no concrete connector.
 
 pub mod ast;
+pub mod compile;
+pub mod eval;
+pub mod events;
 pub mod functions;
 pub mod parse;
+pub mod rhai_fns;
+pub mod tester;
 pub mod value;
