@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "junction", version, about = "MQTT broker with an SQL rule engine")]
@@ -11,10 +11,33 @@ struct Cli {
     /// Configuration file (default: ./junction.toml if it exists).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rule tools.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Run a rule's SQL on a sample message or event and print the outputs, one JSON object per line.
+    Test(junction::rules::tester::RuleTestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Rule {
+        command: RuleCommand::Test(args),
+    }) = cli.command
+    {
+        return junction::rules::tester::run(args);
+    }
     let cfg = match junction::config::load(cli.config.as_deref(), junction::config::process_env()) {
         Ok(c) => c,
         Err(e) => {

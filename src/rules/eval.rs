@@ -528,14 +528,15 @@ impl Cx<'_> {
             scope.selected.and_then(|m| m.get(root)),
         ];
         for v in layers.into_iter().flatten() {
-            let got = if payload && !segs.is_empty() && is_column_payload(v, self.input) {
-                // `SELECT payload, payload.x`: the selected payload is the raw one, whose
-                // decoding is cached.
-                let decoded = self
-                    .input
-                    .decoded_payload()
-                    .map_err(|m| err(EvalErrorKind::PayloadNotJson(m)))?;
-                traverse(decoded, segs).map_err(err)?
+            let got = if !segs.is_empty() && is_column_payload(v, self.input) {
+                // `SELECT payload, payload.x` or `SELECT payload AS p, p.x`: the value is the
+                // raw payload, whose decoding is cached. Not JSON: an error for `payload.x`
+                // (EMQX's decode_json_failed), `null` for another name (EMQX's nested_get).
+                match self.input.decoded_payload() {
+                    Ok(decoded) => traverse(decoded, segs).map_err(err)?,
+                    Err(m) if payload => return Err(err(EvalErrorKind::PayloadNotJson(m))),
+                    Err(_) => Value::Null,
+                }
             } else {
                 traverse(v, segs).map_err(err)?
             };

@@ -310,6 +310,35 @@ mod tests {
     }
 
     #[test]
+    fn parses_as_a_clap_subcommand() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(clap::Subcommand)]
+        enum Cmd {
+            Test(RuleTestArgs),
+        }
+        let cli = Cli::try_parse_from([
+            "junction",
+            "test",
+            "--sql",
+            "SELECT * FROM \"t\"",
+            "--qos",
+            "2",
+            "--topic",
+            "t",
+        ])
+        .unwrap();
+        let Cmd::Test(a) = cli.cmd;
+        assert_eq!((a.qos, a.topic.as_deref()), (Some(2), Some("t")));
+        assert!(Cli::try_parse_from(["junction", "test", "--sql", "x", "--qos", "3"]).is_err());
+        assert!(Cli::try_parse_from(["junction", "test"]).is_err());
+    }
+
+    #[test]
     fn topics_from_filters() {
         assert_eq!(topic_for("sensors/+/temp"), "sensors/a/temp");
         assert_eq!(topic_for("t/#"), "t");
