@@ -524,14 +524,19 @@ impl Broker {
 
     fn set_retained(&self, msg: &Arc<Message>) {
         let topic = msg.topic.to_string();
+        // `$SYS` statistics are the broker's own, republished every interval: kept
+        // in memory only (stale figures must not come back after a restart).
+        let durable = !topic.starts_with("$SYS/");
         let mut map = self.retained.write();
         if msg.payload.is_empty() {
-            if map.remove(&topic).is_some() {
+            if map.remove(&topic).is_some() && durable {
                 self.store_op(|| StoreOp::DelRetained(topic));
             }
         } else {
             map.insert(topic.clone(), msg.clone());
-            self.store_op(|| StoreOp::PutRetained(topic, encode(&msg.to_stored())));
+            if durable {
+                self.store_op(|| StoreOp::PutRetained(topic, encode(&msg.to_stored())));
+            }
         }
         self.metrics.retained.set(map.len() as i64);
     }
