@@ -234,7 +234,7 @@ impl CompiledRule {
                 do_fields,
                 incase,
             } => {
-                let mut selected = Map::new();
+                let mut selected = Map::default();
                 let scope = Scope {
                     clause: Clause::Foreach,
                     action: Some(&selected),
@@ -321,7 +321,7 @@ impl CompiledRule {
 pub(crate) fn eval_const(node: &Node) -> Option<Value> {
     let input = EvalInput::new(EventContext {
         kind: EventKind::MessagePublish,
-        columns: Map::new(),
+        columns: Map::default(),
     });
     let cx = Cx {
         input: &input,
@@ -369,7 +369,7 @@ impl Cx<'_> {
 
     fn metadata(&self) -> Option<Value> {
         let id = self.rule_id?;
-        let mut m = Map::new();
+        let mut m = Map::default();
         m.insert(Arc::from("rule_id"), Value::Str(id.clone()));
         Some(Value::Map(Arc::new(m)))
     }
@@ -382,7 +382,7 @@ impl Cx<'_> {
         item: Option<(&str, &Value)>,
         selected: Option<&Map>,
     ) -> Result<Map, EvalError> {
-        let mut out = Map::with_capacity(fields.len());
+        let mut out = Map::with_capacity_and_hasher(fields.len(), Default::default());
         for f in fields {
             match f {
                 FieldPlan::Star => {
@@ -580,7 +580,7 @@ impl Cx<'_> {
             ContextFn::Null => Value::Null,
             ContextFn::Flags => match self.input.columns().get("flags") {
                 Some(v) => v.clone(),
-                None => Value::Map(Arc::new(Map::new())),
+                None => Value::Map(Arc::new(Map::default())),
             },
             ContextFn::Flag => {
                 let name = text_arg("flag", args.first())?;
@@ -786,7 +786,7 @@ fn put_into(cur: Value, segs: &[KeySeg], v: Value) -> Value {
         KeySeg::Key(k) => {
             let mut m = match cur {
                 Value::Map(m) => Arc::unwrap_or_clone(m),
-                _ => Map::new(),
+                _ => Map::default(),
             };
             let sub = m.get(&**k).cloned().unwrap_or(Value::Null);
             let new = put_into(sub, rest, v);
@@ -1033,7 +1033,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
         Ok(Value::Array(Arc::new(items)))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut m = Map::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+        let mut m = Map::with_capacity_and_hasher(map.size_hint().unwrap_or(0).min(1024), Default::default());
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
             let v = map.next_value_seed(Seed)?;
             m.insert(Arc::from(&*k), v);

@@ -913,7 +913,7 @@ impl EventContext {
             Ok(s) => Value::str(s),
             Err(_) => Value::Bytes(payload),
         };
-        let mut o = Map::new();
+        let mut o = Map::default();
         o.insert(key("topic"), Value::str(topic));
         o.insert(key("payload"), payload);
         if let Some(c) = clientid {
@@ -1021,7 +1021,7 @@ struct ColumnsBuilder {
 impl ColumnsBuilder {
     /// Room for every column; `event` first (its value is set by [`build`](Self::build)).
     fn new() -> Self {
-        let mut map = Map::with_capacity(20);
+        let mut map = Map::with_capacity_and_hasher(20, Default::default());
         map.insert(key("event"), Value::Null);
         ColumnsBuilder { map }
     }
@@ -1120,7 +1120,7 @@ const EXTRA_KEYS: &[&str] = &[
 ];
 
 fn empty_map() -> Value {
-    static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::Map(Arc::new(Map::new())));
+    static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::Map(Arc::new(Map::default())));
     EMPTY.clone()
 }
 
@@ -1131,7 +1131,7 @@ fn qos_value(q: QoS) -> Value {
 /// `{"retain": R, "dup": false}` (shared: built once for each `retain`).
 fn flags(retain: bool) -> Value {
     fn make(retain: bool) -> Value {
-        let mut m = Map::new();
+        let mut m = Map::default();
         m.insert(key("retain"), Value::Bool(retain));
         m.insert(key("dup"), Value::Bool(false));
         Value::Map(Arc::new(m))
@@ -1159,11 +1159,11 @@ fn proto_name(p: Protocol) -> &'static str {
 /// EMQX's `printable_props`: properties by their MQTT 5 names, with `User-Property` as a map
 /// (the last value of a repeated key wins) and `User-Property-Pairs` as the ordered list.
 fn props_map(mut m: Map, user: &[(String, String)]) -> Value {
-    let mut up = Map::new();
+    let mut up = Map::default();
     let mut pairs = Vec::with_capacity(user.len());
     for (k, v) in user {
         up.insert(Arc::from(k.as_str()), Value::str(v.as_str()));
-        let mut p = Map::new();
+        let mut p = Map::default();
         p.insert(key("key"), Value::str(k.as_str()));
         p.insert(key("value"), Value::str(v.as_str()));
         pairs.push(Value::Map(Arc::new(p)));
@@ -1195,7 +1195,7 @@ fn node_value(node: &str) -> Value {
 
 /// `{"User-Property": {}}`: the properties of a packet that has none (shared).
 fn no_props() -> Value {
-    static NONE: LazyLock<Value> = LazyLock::new(|| props_map(Map::new(), &[]));
+    static NONE: LazyLock<Value> = LazyLock::new(|| props_map(Map::default(), &[]));
     NONE.clone()
 }
 
@@ -1209,7 +1209,7 @@ fn pub_props(msg: &Message) -> Value {
     {
         return no_props();
     }
-    let mut m = Map::new();
+    let mut m = Map::default();
     if let Some(p) = msg.payload_format_indicator {
         m.insert(key("Payload-Format-Indicator"), Value::Int(i64::from(p)));
     }
@@ -1423,12 +1423,12 @@ mod tests {
 
     #[test]
     fn examples_match_emqx_columns() {
-        let c = EventContext::with_overrides(EventKind::ClientDisconnected, Map::new(), "n@h");
+        let c = EventContext::with_overrides(EventKind::ClientDisconnected, Map::default(), "n@h");
         assert_eq!(c.get("event"), Some(&Value::str("client.disconnected")));
         assert_eq!(c.get("reason"), Some(&Value::str("normal")));
         assert_eq!(c.get("node"), Some(&Value::str("n@h")));
         assert!(matches!(c.get("timestamp"), Some(Value::Int(t)) if *t > 0));
-        let p = EventContext::with_overrides(EventKind::MessagePublish, Map::new(), "n");
+        let p = EventContext::with_overrides(EventKind::MessagePublish, Map::default(), "n");
         assert_eq!(
             keys(&p),
             [

@@ -594,7 +594,7 @@ fn from_dynamic(d: Dynamic, depth: usize) -> Result<Value, String> {
         let m = d
             .try_cast::<rhai::Map>()
             .ok_or_else(|| format!("unsupported type {type_name}"))?;
-        let mut out = Map::with_capacity(m.len());
+        let mut out = Map::with_capacity_and_hasher(m.len(), Default::default());
         for (k, x) in m {
             out.insert(Arc::from(k.as_str()), from_dynamic(x, depth + 1)?);
         }

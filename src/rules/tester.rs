@@ -179,7 +179,7 @@ fn build_context(args: &RuleTestArgs, rule: &CompiledRule) -> Result<EventContex
         },
     };
 
-    let mut overrides = Map::new();
+    let mut overrides = Map::default();
     if let Some(obj) = &context {
         for (k, v) in obj {
             if k != "event_type" && k != "event_topic" {

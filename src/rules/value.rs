@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 /// An ordered map (field order is kept, as EMQX's output maps keep insertion order for JSON).
-pub type Map = indexmap::IndexMap<Arc<str>, Value>;
+/// Hashed with ahash: building the event columns is on the per-message path.
+pub type Map = indexmap::IndexMap<Arc<str>, Value, ahash::RandomState>;
 
 /// A rule value.
 #[derive(Debug, Clone, Default)]

@@ -109,7 +109,7 @@ pub(super) const FUNCTIONS: &[FnDef] = &[
 const MAX_DEPTH: usize = 128;
 
 fn map_new(_args: &[Value]) -> Result<Value, FnError> {
-    Ok(map_out(Map::new()))
+    Ok(map_out(Map::default()))
 }
 
 /// The dot-separated path of a key argument.
@@ -173,7 +173,7 @@ fn put_path(data: &Value, keys: &[&str], val: Value) -> Value {
     let new_sub = put_path(&sub, rest, val);
     let mut m = match data {
         Value::Map(m) => Map::clone(&**m),
-        _ => Map::new(),
+        _ => Map::default(),
     };
     m.insert(Arc::from(*key), new_sub);
     map_out(m)
@@ -219,7 +219,7 @@ fn map_to_entries(args: &[Value]) -> Result<Value, FnError> {
     let entries = m
         .iter()
         .map(|(k, v)| {
-            let mut e = Map::with_capacity(2);
+            let mut e = Map::with_capacity_and_hasher(2, Default::default());
             e.insert(Arc::from("key"), Value::Str(k.clone()));
             e.insert(Arc::from("value"), v.clone());
             map_out(e)

@@ -258,7 +258,7 @@ pub(crate) fn to_map(function: &'static str, v: &Value) -> Result<Arc<Map>, FnEr
             }
         }
         Value::Array(items) => {
-            let mut m = Map::with_capacity(items.len());
+            let mut m = Map::with_capacity_and_hasher(items.len(), Default::default());
             for item in items.iter() {
                 match item {
                     Value::Array(pair) if pair.len() == 2 => match (&pair[0], &pair[1]) {
