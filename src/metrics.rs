@@ -82,8 +82,8 @@ pub struct Metrics {
 impl Metrics {
     #[inline]
     pub fn drop_count(&self, reason: DropReason) {
-        let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.dropped[i].inc();
+        // `DropReason::ALL` lists the variants in declaration order, so the discriminant is the index.
+        self.dropped[reason as usize].inc();
     }
 
     pub fn dropped_total(&self) -> u64 {
@@ -210,5 +210,20 @@ impl Metrics {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_index_their_counters() {
+        let m = Metrics::default();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            m.drop_count(*r);
+            assert_eq!(m.dropped[i].get(), 1);
+        }
     }
 }

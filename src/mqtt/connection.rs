@@ -1151,7 +1151,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Fail> {
-        let cfg = self.broker.cfg.clone();
+        // An Arc clone, not a copy of the whole config, per SUBSCRIBE.
+        let broker = self.broker.clone();
+        let cfg = &broker.cfg;
         let v5 = self.protocol == Protocol::V5;
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained: Vec<Delivery> = Vec::new();
