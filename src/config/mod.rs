@@ -33,6 +33,7 @@ mod diag;
 mod load;
 mod schema;
 pub mod units;
+pub mod walk;
 
 pub use diag::{ConfigError, Diagnostic, DiagnosticKind, Source};
 pub use load::{load, load_from_str, process_env, DEFAULT_FILE, ENV_PREFIX};

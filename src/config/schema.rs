@@ -29,6 +29,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mqtt",
     "sys_topics",
     "durable_storage",
+    "rule_engine",
 ];
 
 /// The whole broker configuration. `Config::default()` is a working broker.
@@ -49,6 +50,8 @@ pub struct Config {
     pub sys_topics: SysTopicsConfig,
     /// `durable_storage.*`: on-disk storage of sessions and retained messages.
     pub durable_storage: DurableStorageConfig,
+    /// `rule_engine.*`: rule files, hot reload and action queues.
+    pub rule_engine: RuleEngineConfig,
 }
 
 // ---------------------------------------------------------------------------
@@ -817,4 +820,51 @@ impl Config {
 
 fn clash(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+// ---------------------------------------------------------------------------
+// rule_engine
+
+/// `rule_engine.*`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleEngineConfig {
+    /// `rule_engine.enable` (default `true`): load rules and evaluate them.
+    pub enable: bool,
+    /// `rule_engine.rules_dir` (default `"rules"`): the `*.toml` rule files.
+    pub rules_dir: PathBuf,
+    /// `rule_engine.functions_dir` (default `"functions"`): `*.rhai` functions callable from SQL.
+    pub functions_dir: PathBuf,
+    /// `rule_engine.reload_interval` (default `"1s"`): how often the folders are checked
+    /// for changes; `"0s"` turns hot reload off (SIGHUP still reloads).
+    #[serde(deserialize_with = "units::duration")]
+    pub reload_interval: Duration,
+    /// `rule_engine.getenv_prefix` (default `"EMQXVAR_"`): `getenv(name)` reads only
+    /// the environment variable `<prefix><name>`.
+    pub getenv_prefix: String,
+    /// `rule_engine.events_queue_len` (default `65536`): events waiting for evaluation.
+    /// When full, the broker counts and drops the event (`junction_events_dropped_total`)
+    /// rather than wait.
+    pub events_queue_len: usize,
+    /// `rule_engine.action_queue_len` (default `10000`): outputs waiting per action.
+    /// When full, the output is dropped and counted (`actions_dropped{reason="queue_full"}`).
+    pub action_queue_len: usize,
+    /// `rule_engine.max_republish_depth` (default `8`): how many rules in a row may
+    /// republish a message that triggers the next (loop protection).
+    pub max_republish_depth: u8,
+}
+
+impl Default for RuleEngineConfig {
+    fn default() -> Self {
+        RuleEngineConfig {
+            enable: true,
+            rules_dir: PathBuf::from("rules"),
+            functions_dir: PathBuf::from("functions"),
+            reload_interval: Duration::from_secs(1),
+            getenv_prefix: "EMQXVAR_".into(),
+            events_queue_len: 65536,
+            action_queue_len: 10_000,
+            max_republish_depth: 8,
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! on a bounded channel and accepts injected publishes through [`Broker::publish`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{AllowAll, Auth};
 use super::codec::QoS;
-use super::events::{BrokerEvent, DisconnectReason, DropReason};
+use super::events::{BrokerEvent, DisconnectReason, DropReason, EventMask};
 use super::message::{now_ms, Message, StoredMessage};
 use super::session::{
     ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
@@ -135,6 +135,8 @@ pub struct Broker {
     retained: RwLock<HashMap<String, Arc<Message>>>,
     store: Option<Store>,
     events: Option<mpsc::Sender<BrokerEvent>>,
+    /// Which events the listener wants ([`EventMask`] bits).
+    event_mask: AtomicU32,
     next_conn_id: AtomicU64,
     pub started: Instant,
 }
@@ -155,6 +157,7 @@ impl Broker {
             retained: RwLock::new(HashMap::new()),
             store,
             events,
+            event_mask: AtomicU32::new(EventMask::ALL.0),
             next_conn_id: AtomicU64::new(1),
             started: Instant::now(),
         })
@@ -164,18 +167,26 @@ impl Broker {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Hand an event to the rule engine without waiting; count it if the channel is full.
+    /// Hand an event of `kind` to the rule engine without waiting, if it wants that kind;
+    /// count it if the channel is full.
     #[inline]
-    pub fn emit(&self, make: impl FnOnce() -> BrokerEvent) {
+    pub fn emit(&self, kind: EventMask, make: impl FnOnce() -> BrokerEvent) {
         if let Some(tx) = &self.events {
-            if tx.try_send(make()).is_err() {
+            if self.wants(kind) && tx.try_send(make()).is_err() {
                 self.metrics.events_dropped.inc();
             }
         }
     }
 
-    pub fn has_event_listener(&self) -> bool {
-        self.events.is_some()
+    /// Whether an event of `kind` would be sent (to skip building it).
+    #[inline]
+    pub fn wants(&self, kind: EventMask) -> bool {
+        self.events.is_some() && self.event_mask.load(Ordering::Relaxed) & kind.0 != 0
+    }
+
+    /// Sets the events the listener wants (the rule engine, on each rule-set swap).
+    pub fn set_event_mask(&self, mask: EventMask) {
+        self.event_mask.store(mask.0, Ordering::Relaxed);
     }
 
     pub(crate) fn store_op(&self, op: impl FnOnce() -> StoreOp) {
@@ -286,7 +297,7 @@ impl Broker {
         sessions.insert(id.clone(), session.clone());
         self.metrics.sessions.set(sessions.len() as i64);
         drop(sessions);
-        self.emit(|| BrokerEvent::SessionCreated { client_id: id });
+        self.emit(EventMask::SESSION, || BrokerEvent::SessionCreated { client_id: id });
         Attached {
             session,
             session_present: false,
@@ -379,7 +390,10 @@ impl Broker {
         self.store_op(|| StoreOp::DelSession(session.client_id.to_string()));
         self.redistribute(session, shared);
         let id = session.client_id.clone();
-        self.emit(|| BrokerEvent::SessionTerminated { client_id: id, reason });
+        self.emit(EventMask::SESSION, || BrokerEvent::SessionTerminated {
+            client_id: id,
+            reason,
+        });
     }
 
     /// Deliver shared-subscription messages that `from` will not ack to other members of their groups.
@@ -503,17 +517,17 @@ impl Broker {
         if msg.retain {
             self.set_retained(&msg);
         }
-        if self.events.is_some() {
+        if self.wants(EventMask::PUBLISH) {
             let m = msg.clone();
-            self.emit(|| BrokerEvent::Publish(m));
+            self.emit(EventMask::PUBLISH, || BrokerEvent::Publish(m));
         }
         let mut pressure = None;
         let n = self.route(&msg, &mut pressure);
         if n == 0 {
             self.metrics.drop_count(DropReason::NoSubscribers);
-            if self.events.is_some() {
+            if self.wants(EventMask::MESSAGE_DROPPED) {
                 let m = msg.clone();
-                self.emit(|| BrokerEvent::MessageDropped {
+                self.emit(EventMask::MESSAGE_DROPPED, || BrokerEvent::MessageDropped {
                     message: m,
                     reason: DropReason::NoSubscribers,
                 });
@@ -701,9 +715,9 @@ impl Broker {
     /// Count (and report) a delivery that will not happen.
     pub fn dropped(&self, session: &Session, msg: &Arc<Message>, reason: DropReason) {
         self.metrics.drop_count(reason);
-        if self.events.is_some() {
+        if self.wants(EventMask::DELIVERY_DROPPED) {
             let (c, m) = (session.client_id.clone(), msg.clone());
-            self.emit(|| BrokerEvent::DeliveryDropped {
+            self.emit(EventMask::DELIVERY_DROPPED, || BrokerEvent::DeliveryDropped {
                 client_id: c,
                 message: m,
                 reason,

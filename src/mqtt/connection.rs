@@ -27,7 +27,7 @@ use super::codec::{
     self, reason, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, LastWill,
     Packet, Protocol, PubAck, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason};
+use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason, EventMask};
 use super::message::{now_ms, Message};
 use super::session::{ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
 use super::topic;
@@ -322,7 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 let _ = writer.write_all(&out).await;
                 let _ = writer.flush().await;
             }
-            broker.emit(|| BrokerEvent::ConnAck {
+            broker.emit(EventMask::CONNACK, || BrokerEvent::ConnAck {
                 client_id: client_id_arc,
                 username: c.username.clone(),
                 peer,
@@ -447,14 +447,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         broker.metrics.connections.inc();
         broker.metrics.connections_total.inc();
         let (cid, user) = (conn.info.client_id.clone(), conn.info.username.clone());
-        broker.emit(|| BrokerEvent::ConnAck {
+        broker.emit(EventMask::CONNACK, || BrokerEvent::ConnAck {
             client_id: cid,
             username: user,
             peer,
             code: 0,
         });
         let info = conn.info.clone();
-        broker.emit(|| BrokerEvent::ClientConnected(info));
+        broker.emit(EventMask::CONNECTED, || BrokerEvent::ClientConnected(info));
         // Resume: resend unacknowledged messages first, in order, with DUP.
         conn.resend_inflight();
         Some(conn)
@@ -485,7 +485,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         let client = self.info.clone();
-        self.broker.emit(|| BrokerEvent::ClientDisconnected { client, reason });
+        self.broker
+            .emit(EventMask::DISCONNECTED, || BrokerEvent::ClientDisconnected {
+                client,
+                reason,
+            });
         self.broker.detach(&self.session, self.conn_id, self.expiry);
         let _ = self.writer.shutdown().await;
     }
@@ -863,9 +867,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         }
         self.broker.metrics.packets_sent.inc();
         self.broker.metrics.messages_sent[d.qos as usize].inc();
-        if self.broker.has_event_listener() {
+        if self.broker.wants(EventMask::DELIVERED) {
             let (c, m) = (self.session.client_id.clone(), d.msg.clone());
-            self.broker.emit(|| BrokerEvent::Delivered {
+            self.broker.emit(EventMask::DELIVERED, || BrokerEvent::Delivered {
                 client_id: c,
                 message: m,
             });
@@ -1062,9 +1066,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 
     fn acked(&self, i: Inflight) {
-        if self.broker.has_event_listener() {
+        if self.broker.wants(EventMask::ACKED) {
             let (c, m) = (self.session.client_id.clone(), i.delivery.msg);
-            self.broker.emit(|| BrokerEvent::Acked {
+            self.broker.emit(EventMask::ACKED, || BrokerEvent::Acked {
                 client_id: c,
                 message: m,
             });
@@ -1216,7 +1220,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     }
                 }
                 let (c, filter) = (self.session.client_id.clone(), f.filter.clone());
-                self.broker.emit(|| BrokerEvent::Subscribed {
+                self.broker.emit(EventMask::SUBSCRIBED, || BrokerEvent::Subscribed {
                     client_id: c,
                     filter,
                     qos,
@@ -1260,7 +1264,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             });
             if existed {
                 let (c, filter) = (self.session.client_id.clone(), f.clone());
-                self.broker.emit(|| BrokerEvent::Unsubscribed { client_id: c, filter });
+                self.broker.emit(EventMask::UNSUBSCRIBED, || BrokerEvent::Unsubscribed {
+                    client_id: c,
+                    filter,
+                });
             }
         }
         self.send(&Packet::UnsubAck(UnsubAck {

@@ -147,3 +147,43 @@ pub enum BrokerEvent {
         allowed: bool,
     },
 }
+
+/// The events a listener wants, one bit per [`BrokerEvent`] variant. The broker
+/// builds and sends only these, so a rule set that reads only `message.publish`
+/// costs nothing on deliveries and acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventMask(pub u32);
+
+impl EventMask {
+    pub const NONE: EventMask = EventMask(0);
+    pub const PUBLISH: EventMask = EventMask(1);
+    pub const CONNECTED: EventMask = EventMask(1 << 1);
+    pub const DISCONNECTED: EventMask = EventMask(1 << 2);
+    pub const CONNACK: EventMask = EventMask(1 << 3);
+    pub const SESSION: EventMask = EventMask(1 << 4);
+    pub const SUBSCRIBED: EventMask = EventMask(1 << 5);
+    pub const UNSUBSCRIBED: EventMask = EventMask(1 << 6);
+    pub const DELIVERED: EventMask = EventMask(1 << 7);
+    pub const ACKED: EventMask = EventMask(1 << 8);
+    pub const MESSAGE_DROPPED: EventMask = EventMask(1 << 9);
+    pub const DELIVERY_DROPPED: EventMask = EventMask(1 << 10);
+    pub const AUTHZ: EventMask = EventMask(1 << 11);
+    pub const ALL: EventMask = EventMask(u32::MAX);
+
+    pub fn contains(self, other: EventMask) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+impl std::ops::BitOr for EventMask {
+    type Output = EventMask;
+    fn bitor(self, rhs: EventMask) -> EventMask {
+        EventMask(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for EventMask {
+    fn bitor_assign(&mut self, rhs: EventMask) {
+        self.0 |= rhs.0;
+    }
+}

@@ -41,6 +41,11 @@ pub struct Message {
     /// Publishing client (None for messages injected by the broker itself).
     pub from: Option<Arc<str>>,
     pub received_at_ms: u64,
+    /// The rule whose `republish` action made this message (loop protection: that rule
+    /// does not see it again). Not stored: after a restart the message is a plain one.
+    pub republished_by: Option<Arc<str>>,
+    /// How many republishes in a row led to this message (0 for a client's message).
+    pub rule_depth: u8,
 }
 
 impl Message {
@@ -60,6 +65,8 @@ impl Message {
             expires_at_ms: None,
             from,
             received_at_ms: now_ms(),
+            republished_by: None,
+            rule_depth: 0,
         }
     }
 
@@ -153,6 +160,8 @@ impl StoredMessage {
             expires_at_ms: self.expires_at_ms,
             from: self.from.map(Arc::from),
             received_at_ms: self.received_at_ms,
+            republished_by: None,
+            rule_depth: 0,
         }
     }
 }

@@ -5,12 +5,16 @@
 //!
 //! rules/ does no network IO and names no concrete connector.
 
+pub mod actions;
 pub mod ast;
 pub mod compile;
 pub mod eval;
 pub mod events;
+pub mod file;
 pub mod functions;
 pub mod parse;
 pub mod rhai_fns;
+pub mod stats;
+pub mod template;
 pub mod tester;
 pub mod value;
