@@ -20,6 +20,7 @@ use crate::mqtt::events::DisconnectReason;
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
 use crate::mqtt::session::Control;
 use crate::mqtt::topic::TopicLimits;
+use crate::rules::engine::{EngineConfig, RuleEngine};
 use crate::store::{Store, StoreError, SyncMode};
 
 /// Why the broker could not start.
@@ -31,6 +32,8 @@ pub enum AppError {
     Listener(#[from] ListenerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::engine::LoadErrors),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
     Http { addr: SocketAddr, source: std::io::Error },
 }
@@ -46,6 +49,8 @@ pub struct BoundAddr {
 /// A started broker.
 pub struct Running {
     pub broker: Arc<Broker>,
+    /// The rule engine, unless `rule_engine.enable = false` or events go elsewhere.
+    pub rules: Option<RuleEngine>,
     pub addrs: Vec<BoundAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -97,13 +102,39 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
 
 /// Start everything the config describes. Listeners are bound before this returns.
 pub async fn start(cfg: &Config) -> Result<Running, AppError> {
-    start_with_events(cfg, None).await
+    start_inner(cfg, None).await
 }
 
 /// [`start`], handing every [`BrokerEvent`] to `events` (the rule engine's
 /// input). The broker never waits on this channel: when it is full, events
-/// are counted in `junction_events_dropped_total` and dropped.
-pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerEvent>>) -> Result<Running, AppError> {
+/// are counted in `junction_events_dropped_total` and dropped. The rule engine does not run.
+pub async fn start_with_events(cfg: &Config, events: mpsc::Sender<BrokerEvent>) -> Result<Running, AppError> {
+    start_inner(cfg, Some(events)).await
+}
+
+/// The rule engine's settings from the config.
+pub fn engine_config(cfg: &Config) -> EngineConfig {
+    let r = &cfg.rule_engine;
+    EngineConfig {
+        node: cfg.node.name.clone(),
+        rules_dir: r.rules_dir.clone(),
+        functions_dir: r.functions_dir.clone(),
+        reload_interval: r.reload_interval,
+        getenv_prefix: r.getenv_prefix.clone(),
+        action_queue_len: r.action_queue_len,
+        max_republish_depth: r.max_republish_depth,
+    }
+}
+
+async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) -> Result<Running, AppError> {
+    let (events, engine_rx) = match external {
+        Some(tx) => (Some(tx), None),
+        None if cfg.rule_engine.enable => {
+            let (tx, rx) = mpsc::channel(cfg.rule_engine.events_queue_len.max(1));
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::default());
     let (store, loaded) = if cfg.durable_storage.enable {
         let mode = match cfg.durable_storage.sync_mode {
@@ -121,6 +152,16 @@ pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerE
     }
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let rules = match engine_rx {
+        Some(rx) => Some(RuleEngine::start(
+            engine_config(cfg),
+            broker.clone(),
+            rx,
+            shutdown.clone(),
+            &tracker,
+        )?),
+        None => None,
+    };
     let mut addrs = Vec::new();
     for l in cfg.listeners.active() {
         let transport = match l.kind {
@@ -190,7 +231,7 @@ pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerE
             name: "dashboard".into(),
             addr,
         });
-        tracker.spawn(crate::api::serve(l, broker.clone(), shutdown.clone()));
+        tracker.spawn(crate::api::serve(l, broker.clone(), rules.clone(), shutdown.clone()));
     }
     let sys = &cfg.sys_topics;
     if sys.sys_msg_interval.is_some() || sys.sys_heartbeat_interval.is_some() {
@@ -203,6 +244,7 @@ pub async fn start_with_events(cfg: &Config, events: Option<mpsc::Sender<BrokerE
     }
     Ok(Running {
         broker,
+        rules,
         addrs,
         shutdown,
         tracker,

@@ -28,7 +28,7 @@ async fn lifecycle_and_message_events_are_emitted() {
     ];
     let cfg = junction::config::load(None, env).unwrap();
     let (tx, mut rx) = mpsc::channel(1000);
-    let running = junction::app::start_with_events(&cfg, Some(tx)).await.unwrap();
+    let running = junction::app::start_with_events(&cfg, tx).await.unwrap();
     let addr = running.addr("tcp").unwrap();
 
     let mut opts = MqttOptions::new("ev-client", addr.ip().to_string(), addr.port());

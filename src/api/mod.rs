@@ -14,22 +14,35 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::broker::Broker;
+use crate::rules::engine::RuleEngine;
 
-pub fn router(broker: Arc<Broker>) -> Router {
+mod rules;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub broker: Arc<Broker>,
+    pub rules: Option<RuleEngine>,
+}
+
+pub fn router(broker: Arc<Broker>, rules: Option<RuleEngine>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v5/status", get(status))
-        .with_state(broker)
+        .merge(rules::routes())
+        .with_state(ApiState { broker, rules })
 }
 
-async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        b.metrics.render_prometheus(),
-    )
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let mut text = s.broker.metrics.render_prometheus();
+    if let Some(r) = &s.rules {
+        r.render_prometheus(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+async fn status(State(s): State<ApiState>) -> impl IntoResponse {
+    let b = &s.broker;
     Json(serde_json::json!({
         "node": b.cfg.node_name,
         "status": "running",
@@ -43,8 +56,8 @@ async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 /// Serve until `shutdown`.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
-    let app = router(broker);
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, rules: Option<RuleEngine>, shutdown: CancellationToken) {
+    let app = router(broker, rules);
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod ast;
 pub mod compile;
+pub mod engine;
 pub mod eval;
 pub mod events;
 pub mod file;
@@ -16,5 +17,6 @@ pub mod parse;
 pub mod rhai_fns;
 pub mod stats;
 pub mod template;
+pub mod testfile;
 pub mod tester;
 pub mod value;

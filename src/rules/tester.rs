@@ -29,8 +29,12 @@ use super::value::{Map, Value};
 /// Arguments of `junction rule test` (a `clap` subcommand's arguments).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RuleTestArgs {
+    /// Rule files to test: a folder (every `*.toml` in it) or one file. Runs each rule's
+    /// `[[rules.tests]]` and prints a pass/fail line each; exit status 1 if any fails.
+    #[arg(value_name = "PATH", conflicts_with_all = ["sql", "topic", "payload", "event", "context"])]
+    pub path: Option<std::path::PathBuf>,
     /// The rule SQL, e.g. `SELECT payload.t AS t FROM "sensors/#" WHERE t > 30`.
-    #[arg(long)]
+    #[arg(long, default_value_t, required_unless_present = "path")]
     pub sql: String,
     /// Topic of the sample message (default: made from the rule's first topic filter).
     #[arg(long)]
@@ -68,6 +72,9 @@ pub struct TestReport {
 
 /// The CLI entry: runs the test and prints its report.
 pub fn run(args: RuleTestArgs) -> ExitCode {
+    if let Some(path) = &args.path {
+        return super::testfile::run(path);
+    }
     let report = execute(&args);
     for line in &report.stdout {
         println!("{line}");
@@ -84,9 +91,40 @@ pub fn execute(args: &RuleTestArgs) -> TestReport {
         Ok(r) => r,
         Err(e) => return failure(2, e.render(&args.sql)),
     };
-    let ctx = match build_context(args, &rule) {
+    match evaluate(&rule, args) {
+        Evaluation::Outputs(outputs) => TestReport {
+            stdout: outputs
+                .iter()
+                .map(|o| serde_json::to_string(&o.to_json()).unwrap_or_default())
+                .collect(),
+            stderr: String::new(),
+            code: 0,
+        },
+        Evaluation::NoOutput(why) => note(format!("no output: {why}")),
+        Evaluation::BadInput(msg) => failure(2, msg),
+        Evaluation::Failed(e) => failure(1, format!("rule evaluation failed: {}", e.render(&args.sql))),
+    }
+}
+
+/// The result of evaluating a compiled rule on a test input.
+#[derive(Debug)]
+pub enum Evaluation {
+    /// The outputs (at least one), each a [`Value::Map`].
+    Outputs(Vec<Value>),
+    /// FROM or WHERE did not match, or FOREACH yielded nothing: why.
+    NoOutput(String),
+    /// The input could not be built (unknown event, bad context JSON).
+    BadInput(String),
+    /// The SQL failed to evaluate.
+    Failed(super::eval::EvalError),
+}
+
+/// Evaluates `rule` on the input `args` describe (`args.sql` is not read): the CLI, rule
+/// test files and `POST /api/v5/rule_test` share this.
+pub fn evaluate(rule: &CompiledRule, args: &RuleTestArgs) -> Evaluation {
+    let ctx = match build_context(args, rule) {
         Ok(c) => c,
-        Err(msg) => return failure(2, msg),
+        Err(msg) => return Evaluation::BadInput(msg),
     };
     if !rule.matches(&ctx.trigger()) {
         let what = match ctx.kind {
@@ -100,8 +138,8 @@ pub fn execute(args: &RuleTestArgs) -> TestReport {
             ),
             kind => format!("event {} ({})", kind.name(), kind.def().topic),
         };
-        return note(format!(
-            "no output: FROM {} does not match the {what}",
+        return Evaluation::NoOutput(format!(
+            "FROM {} does not match the {what}",
             rule.from_text()
                 .iter()
                 .map(|t| format!("\"{t}\""))
@@ -111,20 +149,12 @@ pub fn execute(args: &RuleTestArgs) -> TestReport {
     }
     let input = EvalInput::new(ctx);
     match rule.run(&input) {
-        Err(e) => failure(1, format!("rule evaluation failed: {}", e.render(&args.sql))),
-        Ok(outcome) if !outcome.matched => note("no output: the WHERE condition is not met".to_string()),
-        Ok(outcome) if outcome.outputs.is_empty() => {
-            note("no output: FOREACH yielded no element (empty or not an array, or INCASE excluded all)".to_string())
-        }
-        Ok(outcome) => TestReport {
-            stdout: outcome
-                .outputs
-                .iter()
-                .map(|o| serde_json::to_string(&o.to_json()).unwrap_or_default())
-                .collect(),
-            stderr: String::new(),
-            code: 0,
-        },
+        Err(e) => Evaluation::Failed(e),
+        Ok(outcome) if !outcome.matched => Evaluation::NoOutput("the WHERE condition is not met".to_string()),
+        Ok(outcome) if outcome.outputs.is_empty() => Evaluation::NoOutput(
+            "FOREACH yielded no element (empty or not an array, or INCASE excluded all)".to_string(),
+        ),
+        Ok(outcome) => Evaluation::Outputs(outcome.outputs),
     }
 }
 

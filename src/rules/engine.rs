@@ -1,0 +1,510 @@
+//! The running rule engine: the active rule set, the dispatcher that evaluates it over the
+//! broker's events, hot reload, and the per-rule metrics.
+//!
+//! - **Index.** A [`RuleSet`] indexes rules by their `FROM`: topic filters in a
+//!   subscription tree (the broker's [`SubTree`]), events by kind. A message pays only for
+//!   the rules whose filters match its topic, however many rules there are, and its event
+//!   columns and decoded payload are built once, only when some rule matched.
+//! - **Dispatcher.** One task reads the broker's bounded event channel and evaluates each
+//!   event against the rule set current at that moment. The broker never waits for it (see
+//!   [`crate::mqtt::events`]); outputs go to the actions' bounded queues
+//!   ([`super::actions`]).
+//! - **Hot reload.** [`RuleEngine::reload`] loads and compiles every rule file; on any error
+//!   the previous set keeps running and the error is kept for `/metrics` and the REST API.
+//!   On success the new set is handed to the dispatcher, which swaps it between two events:
+//!   every event is evaluated by exactly one rule set, so none is lost or evaluated twice.
+//!   The old set's action queues drain before their workers stop.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::actions::{self, ActionEnv, ActionInput, ActionQueue};
+use super::compile::{CompileOptions, Source};
+use super::eval::EvalInput;
+use super::events::EventKind;
+use super::file::{self, RuleDef};
+use super::stats::{self, RuleMetrics};
+use super::value::Value;
+use crate::config::walk::FileError;
+use crate::metrics::Counter;
+use crate::mqtt::broker::Broker;
+use crate::mqtt::events::{BrokerEvent, EventMask};
+use crate::mqtt::message::now_ms;
+use crate::mqtt::trie::{Match, SubTree};
+
+/// Settings of the engine (`rule_engine.*` and `node.name`).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub node: String,
+    pub rules_dir: PathBuf,
+    pub functions_dir: PathBuf,
+    pub reload_interval: Duration,
+    pub getenv_prefix: String,
+    pub action_queue_len: usize,
+    pub max_republish_depth: u8,
+}
+
+/// The broker event bits a rule on `kind` needs.
+pub fn mask_of(kind: EventKind) -> EventMask {
+    match kind {
+        EventKind::MessagePublish => EventMask::PUBLISH,
+        EventKind::MessageDelivered => EventMask::DELIVERED,
+        EventKind::MessageAcked => EventMask::ACKED,
+        EventKind::MessageDropped => EventMask::MESSAGE_DROPPED,
+        EventKind::DeliveryDropped => EventMask::DELIVERY_DROPPED,
+        EventKind::ClientConnected => EventMask::CONNECTED,
+        EventKind::ClientDisconnected => EventMask::DISCONNECTED,
+        EventKind::ClientConnack => EventMask::CONNACK,
+        EventKind::ClientCheckAuthzComplete => EventMask::AUTHZ,
+        EventKind::SessionSubscribed => EventMask::SUBSCRIBED,
+        EventKind::SessionUnsubscribed => EventMask::UNSUBSCRIBED,
+        _ => EventMask::NONE,
+    }
+}
+
+fn kind_of(ev: &BrokerEvent) -> Option<EventKind> {
+    Some(match ev {
+        BrokerEvent::Publish(_) => EventKind::MessagePublish,
+        BrokerEvent::ClientConnected(_) => EventKind::ClientConnected,
+        BrokerEvent::ClientDisconnected { .. } => EventKind::ClientDisconnected,
+        BrokerEvent::ConnAck { .. } => EventKind::ClientConnack,
+        BrokerEvent::Subscribed { .. } => EventKind::SessionSubscribed,
+        BrokerEvent::Unsubscribed { .. } => EventKind::SessionUnsubscribed,
+        BrokerEvent::Delivered { .. } => EventKind::MessageDelivered,
+        BrokerEvent::Acked { .. } => EventKind::MessageAcked,
+        BrokerEvent::MessageDropped { .. } => EventKind::MessageDropped,
+        BrokerEvent::DeliveryDropped { .. } => EventKind::DeliveryDropped,
+        BrokerEvent::AuthzComplete { .. } => EventKind::ClientCheckAuthzComplete,
+        _ => return None,
+    })
+}
+
+/// One enabled rule with its metrics and its actions' queues.
+struct Active {
+    def: Arc<RuleDef>,
+    metrics: Arc<RuleMetrics>,
+    actions: Vec<ActionQueue>,
+}
+
+/// An immutable, indexed set of enabled rules.
+pub struct RuleSet {
+    rules: Vec<Active>,
+    topics: SubTree<u32>,
+    events: HashMap<EventKind, Vec<u32>>,
+    mask: EventMask,
+    pub generation: u64,
+}
+
+impl RuleSet {
+    fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            topics: SubTree::default(),
+            events: HashMap::new(),
+            mask: EventMask::NONE,
+            generation: 0,
+        }
+    }
+
+    /// The broker events this set needs.
+    pub fn mask(&self) -> EventMask {
+        self.mask
+    }
+
+    /// Evaluates `ev` against the rules whose FROM selects it.
+    pub fn handle(&self, ev: &BrokerEvent, node: &str, max_depth: u8) {
+        let mut hits: SmallVec<[u32; 8]> = SmallVec::new();
+        let (depth, by) = match ev {
+            BrokerEvent::Publish(m) => {
+                self.topics.for_each_match(&m.topic, |found| {
+                    if let Match::Normal(_, idx) = found {
+                        hits.push(*idx);
+                    }
+                });
+                (m.rule_depth, m.republished_by.as_deref())
+            }
+            other => {
+                let Some(list) = kind_of(other).and_then(|k| self.events.get(&k)) else {
+                    return;
+                };
+                hits.extend_from_slice(list);
+                (0, None)
+            }
+        };
+        if hits.is_empty() {
+            return;
+        }
+        if hits.len() > 1 {
+            hits.sort_unstable();
+            hits.dedup();
+        }
+        let Some(input) = EvalInput::from_broker_event(ev, node) else {
+            return;
+        };
+        for idx in hits {
+            let Some(rule) = self.rules.get(idx as usize) else { continue };
+            if depth >= max_depth || by == Some(&*rule.def.id) {
+                rule.metrics.skipped_loop.inc();
+                continue;
+            }
+            evaluate(rule, &input, depth);
+        }
+    }
+}
+
+fn evaluate(rule: &Active, input: &EvalInput, depth: u8) {
+    let m = &rule.metrics;
+    m.matched.inc();
+    match rule.def.rule.run(input) {
+        Ok(outcome) if !outcome.matched => m.failed_no_result.inc(),
+        Ok(outcome) => {
+            m.passed.inc();
+            for out in outcome.outputs {
+                let Value::Map(map) = out else { continue };
+                for a in &rule.actions {
+                    a.submit(ActionInput {
+                        rule_id: rule.def.id.clone(),
+                        output: map.clone(),
+                        depth,
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            m.failed_exception.inc();
+            tracing::debug!(rule = %rule.def.id, error = %e, "Rule evaluation failed.");
+        }
+    }
+}
+
+/// Reload status, for `/metrics` and the REST API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Unix ms of the last successful load.
+    pub last_success_at: Option<u64>,
+    /// Unix ms and text of the last refused load (cleared by the next success).
+    pub last_error_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub successes: u64,
+    pub failures: u64,
+    /// Rules loaded / enabled in the running set.
+    pub rules: usize,
+    pub enabled: usize,
+    pub generation: u64,
+}
+
+/// A rule as listed by the REST API.
+#[derive(Debug, Clone)]
+pub struct RuleInfo {
+    pub def: Arc<RuleDef>,
+    pub metrics: Arc<RuleMetrics>,
+}
+
+struct Shared {
+    cfg: EngineConfig,
+    env: ActionEnv,
+    registry: Mutex<HashMap<Arc<str>, Arc<RuleMetrics>>>,
+    defs: Mutex<Vec<Arc<RuleDef>>>,
+    status: Mutex<ReloadStatus>,
+    /// Serialises reloads (watcher, SIGHUP, API).
+    reloading: Mutex<()>,
+    sets: watch::Sender<Arc<RuleSet>>,
+    events_received: Counter,
+}
+
+/// Handle on the running engine (cheap to clone).
+#[derive(Clone)]
+pub struct RuleEngine {
+    shared: Arc<Shared>,
+}
+
+/// The rule files could not be loaded at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("rules refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct LoadErrors(pub Vec<FileError>);
+
+impl RuleEngine {
+    /// Loads the rules (an error refuses to start), then runs the dispatcher over `events`
+    /// and the hot-reload watcher until `shutdown`.
+    pub fn start(
+        cfg: EngineConfig,
+        broker: Arc<Broker>,
+        events: mpsc::Receiver<BrokerEvent>,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Result<RuleEngine, LoadErrors> {
+        let (sets, rx) = watch::channel(Arc::new(RuleSet::empty()));
+        let engine = RuleEngine {
+            shared: Arc::new(Shared {
+                env: ActionEnv { broker: broker.clone() },
+                cfg,
+                registry: Mutex::new(HashMap::new()),
+                defs: Mutex::new(Vec::new()),
+                status: Mutex::new(ReloadStatus::default()),
+                reloading: Mutex::new(()),
+                sets,
+                events_received: Counter::default(),
+            }),
+        };
+        engine.reload().map_err(LoadErrors)?;
+        broker.set_event_mask(rx.borrow().mask());
+        tracker.spawn(dispatch(engine.clone(), broker, events, rx, shutdown.clone()));
+        tracker.spawn(watch_files(engine.clone(), shutdown));
+        Ok(engine)
+    }
+
+    /// Loads every rule file and, if all are good, swaps the new set in. On error the
+    /// running set stays and the errors are kept in the [`ReloadStatus`].
+    pub fn reload(&self) -> Result<usize, Vec<FileError>> {
+        let s = &self.shared;
+        let _one_at_a_time = s.reloading.lock();
+        let result = self.build();
+        let mut st = s.status.lock();
+        match result {
+            Ok((set, defs)) => {
+                st.successes += 1;
+                st.last_success_at = Some(now_ms());
+                st.last_error = None;
+                st.last_error_at = None;
+                st.rules = defs.len();
+                st.enabled = set.rules.len();
+                st.generation = set.generation;
+                let n = defs.len();
+                {
+                    // Metrics of removed rules go; those of kept ids carry on.
+                    let mut reg = s.registry.lock();
+                    reg.retain(|id, _| defs.iter().any(|d| &d.id == id));
+                }
+                *s.defs.lock() = defs;
+                // Raise the event mask before the swap (union), the dispatcher narrows it after.
+                let old = s.sets.borrow().mask();
+                s.env.broker.set_event_mask(old | set.mask());
+                s.sets.send_replace(Arc::new(set));
+                tracing::info!(rules = n, generation = st.generation, "Rules loaded.");
+                Ok(n)
+            }
+            Err(errors) => {
+                st.failures += 1;
+                st.last_error_at = Some(now_ms());
+                let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+                tracing::error!("Rule files refused; the previous rules keep running:\n{text}");
+                st.last_error = Some(text);
+                Err(errors)
+            }
+        }
+    }
+
+    fn build(&self) -> Result<(RuleSet, Vec<Arc<RuleDef>>), Vec<FileError>> {
+        let s = &self.shared;
+        let opts = self.compile_options()?;
+        let defs: Vec<Arc<RuleDef>> = file::load_dir(&s.cfg.rules_dir, &opts)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut set = RuleSet::empty();
+        set.generation = s.status.lock().generation + 1;
+        let mut reg = s.registry.lock();
+        for def in defs.iter().filter(|d| d.enabled) {
+            let idx = set.rules.len() as u32;
+            let metrics = reg.entry(def.id.clone()).or_default().clone();
+            for src in def.rule.sources() {
+                match src {
+                    Source::Topic(f) => {
+                        set.topics.insert(f, def.id.clone(), idx);
+                        set.mask |= EventMask::PUBLISH;
+                    }
+                    Source::Event(k) => {
+                        let list = set.events.entry(*k).or_default();
+                        if !list.contains(&idx) {
+                            list.push(idx);
+                        }
+                        set.mask |= mask_of(*k);
+                    }
+                    // Filled by the MQTT bridge (issue 5).
+                    Source::Bridge(_) => {}
+                }
+            }
+            let actions = def
+                .actions
+                .iter()
+                .map(|a| actions::start(a.clone(), &s.env, metrics.clone(), s.cfg.action_queue_len))
+                .collect();
+            set.rules.push(Active {
+                def: def.clone(),
+                metrics,
+                actions,
+            });
+        }
+        Ok((set, defs))
+    }
+
+    fn compile_options(&self) -> Result<CompileOptions, Vec<FileError>> {
+        Ok(CompileOptions::default())
+    }
+
+    /// Every loaded rule (enabled or not) with its metrics.
+    pub fn rules(&self) -> Vec<RuleInfo> {
+        let reg = self.shared.registry.lock();
+        self.shared
+            .defs
+            .lock()
+            .iter()
+            .map(|d| RuleInfo {
+                def: d.clone(),
+                metrics: reg.get(&d.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.shared.status.lock().clone()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.cfg
+    }
+
+    /// Appends the engine's and the rules' Prometheus samples.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let st = self.status();
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        gauge(out, "junction_rules_loaded", "Rules in the running set.", st.rules as u64);
+        gauge(out, "junction_rules_enabled", "Enabled rules in the running set.", st.enabled as u64);
+        counter(out, "junction_rules_reload_success_total", "Rule-file loads that succeeded.", st.successes);
+        counter(out, "junction_rules_reload_failure_total", "Rule-file loads refused.", st.failures);
+        gauge(
+            out,
+            "junction_rules_reload_last_success_timestamp_ms",
+            "Unix ms of the last successful rule load.",
+            st.last_success_at.unwrap_or(0),
+        );
+        gauge(
+            out,
+            "junction_rules_reload_last_error",
+            "1 when the last rule-file change was refused (the previous rules run).",
+            u64::from(st.last_error.is_some()),
+        );
+        counter(
+            out,
+            "junction_rules_events_received_total",
+            "Broker events read by the rule dispatcher.",
+            self.shared.events_received.get(),
+        );
+        let infos = self.rules();
+        let pairs: Vec<(&str, &RuleMetrics)> = infos.iter().map(|i| (&*i.def.id, &*i.metrics)).collect();
+        stats::render_prometheus(&pairs, out);
+    }
+}
+
+async fn dispatch(
+    engine: RuleEngine,
+    broker: Arc<Broker>,
+    mut events: mpsc::Receiver<BrokerEvent>,
+    mut sets: watch::Receiver<Arc<RuleSet>>,
+    shutdown: CancellationToken,
+) {
+    let node = engine.shared.cfg.node.clone();
+    let max_depth = engine.shared.cfg.max_republish_depth;
+    let mut current = sets.borrow_and_update().clone();
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            biased;
+            changed = sets.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                current = sets.borrow_and_update().clone();
+                broker.set_event_mask(current.mask());
+            }
+            n = events.recv_many(&mut buf, 256) => {
+                if n == 0 {
+                    break;
+                }
+                engine.shared.events_received.add(n as u64);
+                for ev in buf.drain(..) {
+                    current.handle(&ev, &node, max_depth);
+                }
+            }
+            () = shutdown.cancelled() => {
+                // Evaluate what is already queued, then stop.
+                while let Ok(ev) = events.try_recv() {
+                    current.handle(&ev, &node, max_depth);
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Modification state of the watched files: reload when it changes.
+fn fingerprint(dirs: &[(&Path, &str)]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    for (dir, ext) in dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else { continue };
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == *ext) {
+                let md = e.metadata().ok();
+                out.push((
+                    p,
+                    md.as_ref().map_or(0, |m| m.len()),
+                    md.and_then(|m| m.modified().ok()),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn watch_files(engine: RuleEngine, shutdown: CancellationToken) {
+    let cfg = engine.shared.cfg.clone();
+    let dirs = [(cfg.rules_dir.as_path(), "toml"), (cfg.functions_dir.as_path(), "rhai")];
+    let mut last = fingerprint(&dirs);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let interval = if cfg.reload_interval.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        cfg.reload_interval
+    };
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let forced = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => false,
+            () = hangup => true,
+        };
+        let now = fingerprint(&dirs);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let e = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || e.reload()).await;
+    }
+}
