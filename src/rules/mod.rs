@@ -10,6 +10,7 @@ pub mod compile;
 pub mod eval;
 pub mod events;
 pub mod functions;
+pub mod host_fns;
 pub mod parse;
 pub mod rhai_fns;
 pub mod tester;
