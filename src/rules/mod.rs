@@ -13,6 +13,7 @@ pub mod eval;
 pub mod events;
 pub mod file;
 pub mod functions;
+pub mod host_fns;
 pub mod parse;
 pub mod rhai_fns;
 pub mod stats;
