@@ -3,6 +3,9 @@
 //! `POST /api/v5/rule_test`; and Junction's `GET /api/v5/rule_engine` (reload status) and
 //! `POST /api/v5/rule_engine/reload`. Rules are files, so there is no POST/PUT of rules.
 
+// Handlers return a ready `Response` as their error: it is built once per failed request.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -13,8 +16,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value as Json_};
 
 use super::ApiState;
-use crate::rules::compile::compile_sql;
+use crate::rules::compile::{compile_with, CompileOptions, RuleSqlError};
 use crate::rules::engine::{RuleEngine, RuleInfo};
+use crate::rules::parse;
 use crate::rules::tester::{evaluate, Evaluation, RuleTestArgs};
 
 pub fn routes() -> Router<ApiState> {
@@ -32,9 +36,13 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 fn engine(s: &ApiState) -> Result<&RuleEngine, Response> {
-    s.rules
-        .as_ref()
-        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "the rule engine is disabled"))
+    s.rules.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the rule engine is disabled",
+        )
+    })
 }
 
 fn rule_json(i: &RuleInfo) -> Json_ {
@@ -99,7 +107,7 @@ struct RuleTestBody {
 
 /// EMQX's rule tester: 200 with the output (a list for FOREACH), 412 `NOT_MATCH` when FROM
 /// or WHERE does not match, 400 `BAD_REQUEST` for bad SQL or context.
-async fn rule_test(body: Option<Json<RuleTestBody>>) -> Response {
+async fn rule_test(State(s): State<ApiState>, body: Option<Json<RuleTestBody>>) -> Response {
     let Some(Json(body)) = body else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -107,7 +115,14 @@ async fn rule_test(body: Option<Json<RuleTestBody>>) -> Response {
             "expected a JSON body {\"sql\": ..., \"context\": {...}}",
         );
     };
-    let rule = match compile_sql(&body.sql) {
+    let opts = match &s.rules {
+        Some(e) => e.compile_options().unwrap_or_default(),
+        None => CompileOptions::default(),
+    };
+    let compiled = parse::parse(&body.sql)
+        .map_err(RuleSqlError::from)
+        .and_then(|st| compile_with(&st, &opts).map_err(RuleSqlError::from));
+    let rule = match compiled {
         Ok(r) => Arc::new(r),
         Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.render(&body.sql)),
     };
@@ -126,7 +141,11 @@ async fn rule_test(body: Option<Json<RuleTestBody>>) -> Response {
                 Json(outs.remove(0)).into_response()
             }
         }
-        Ok(Evaluation::NoOutput(why)) => error(StatusCode::PRECONDITION_FAILED, "NOT_MATCH", format!("SQL Not Match: {why}")),
+        Ok(Evaluation::NoOutput(why)) => error(
+            StatusCode::PRECONDITION_FAILED,
+            "NOT_MATCH",
+            format!("SQL Not Match: {why}"),
+        ),
         Ok(Evaluation::BadInput(msg)) => error(StatusCode::BAD_REQUEST, "BAD_REQUEST", msg),
         Ok(Evaluation::Failed(e)) => error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.render(&body.sql)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", e.to_string()),

@@ -62,7 +62,7 @@ pub enum UserProperties {
 /// One action of a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionSpec {
-    Republish(Republish),
+    Republish(Box<Republish>),
     Console,
 }
 
@@ -79,7 +79,7 @@ impl ActionSpec {
     pub fn parse(mut f: Fields<'_, '_>) -> Result<ActionSpec, FileError> {
         let ty = f.req_string("type")?;
         let spec = match ty.value.as_str() {
-            "republish" => ActionSpec::Republish(parse_republish(&mut f)?),
+            "republish" => ActionSpec::Republish(Box::new(parse_republish(&mut f)?)),
             "console" => ActionSpec::Console,
             other => {
                 let hint = ACTION_TYPES

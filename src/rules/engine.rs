@@ -30,6 +30,8 @@ use super::compile::{CompileOptions, Source};
 use super::eval::EvalInput;
 use super::events::EventKind;
 use super::file::{self, RuleDef};
+use super::host_fns::{HostEnv, KvStore};
+use super::rhai_fns::ScriptFunctions;
 use super::stats::{self, RuleMetrics};
 use super::value::Value;
 use crate::config::walk::FileError;
@@ -149,7 +151,9 @@ impl RuleSet {
             return;
         };
         for idx in hits {
-            let Some(rule) = self.rules.get(idx as usize) else { continue };
+            let Some(rule) = self.rules.get(idx as usize) else {
+                continue;
+            };
             if depth >= max_depth || by == Some(&*rule.def.id) {
                 rule.metrics.skipped_loop.inc();
                 continue;
@@ -217,6 +221,10 @@ struct Shared {
     reloading: Mutex<()>,
     sets: watch::Sender<Arc<RuleSet>>,
     events_received: Counter,
+    /// `kv_store_*`: kept across reloads.
+    kv: KvStore,
+    /// The files as they were when the last load started: the watcher reloads when they differ.
+    seen: Mutex<Fingerprint>,
 }
 
 /// Handle on the running engine (cheap to clone).
@@ -251,6 +259,8 @@ impl RuleEngine {
                 reloading: Mutex::new(()),
                 sets,
                 events_received: Counter::default(),
+                kv: KvStore::default(),
+                seen: Mutex::new(Vec::new()),
             }),
         };
         engine.reload().map_err(LoadErrors)?;
@@ -265,6 +275,7 @@ impl RuleEngine {
     pub fn reload(&self) -> Result<usize, Vec<FileError>> {
         let s = &self.shared;
         let _one_at_a_time = s.reloading.lock();
+        *s.seen.lock() = self.fingerprint();
         let result = self.build();
         let mut st = s.status.lock();
         match result {
@@ -345,8 +356,26 @@ impl RuleEngine {
         Ok((set, defs))
     }
 
-    fn compile_options(&self) -> Result<CompileOptions, Vec<FileError>> {
-        Ok(CompileOptions::default())
+    /// The built-in host functions (jq, kv_store, getenv) and the Rhai functions of
+    /// `functions_dir`, loaded anew (a bad script refuses the reload like a bad rule).
+    pub fn compile_options(&self) -> Result<CompileOptions, Vec<FileError>> {
+        let s = &self.shared;
+        let scripts = ScriptFunctions::load(&s.cfg.functions_dir).map_err(|e| {
+            vec![FileError {
+                file: e.file.clone(),
+                line: e.line,
+                col: e.col,
+                message: e.message.clone(),
+                snippet: None,
+            }]
+        })?;
+        let env = HostEnv {
+            kv: s.kv.clone(),
+            getenv_prefix: s.cfg.getenv_prefix.clone(),
+            scripts: (!scripts.is_empty()).then(|| Arc::new(scripts)),
+            ..HostEnv::default()
+        };
+        Ok(env.compile_options())
     }
 
     /// Every loaded rule (enabled or not) with its metrics.
@@ -381,10 +410,30 @@ impl RuleEngine {
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        gauge(out, "junction_rules_loaded", "Rules in the running set.", st.rules as u64);
-        gauge(out, "junction_rules_enabled", "Enabled rules in the running set.", st.enabled as u64);
-        counter(out, "junction_rules_reload_success_total", "Rule-file loads that succeeded.", st.successes);
-        counter(out, "junction_rules_reload_failure_total", "Rule-file loads refused.", st.failures);
+        gauge(
+            out,
+            "junction_rules_loaded",
+            "Rules in the running set.",
+            st.rules as u64,
+        );
+        gauge(
+            out,
+            "junction_rules_enabled",
+            "Enabled rules in the running set.",
+            st.enabled as u64,
+        );
+        counter(
+            out,
+            "junction_rules_reload_success_total",
+            "Rule-file loads that succeeded.",
+            st.successes,
+        );
+        counter(
+            out,
+            "junction_rules_reload_failure_total",
+            "Rule-file loads refused.",
+            st.failures,
+        );
         gauge(
             out,
             "junction_rules_reload_last_success_timestamp_ms",
@@ -450,8 +499,17 @@ async fn dispatch(
     }
 }
 
-/// Modification state of the watched files: reload when it changes.
-fn fingerprint(dirs: &[(&Path, &str)]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+impl RuleEngine {
+    /// Modification state of the watched files (`*.toml` rules, `*.rhai` functions).
+    fn fingerprint(&self) -> Fingerprint {
+        let c = &self.shared.cfg;
+        fingerprint(&[(c.rules_dir.as_path(), "toml"), (c.functions_dir.as_path(), "rhai")])
+    }
+}
+
+fn fingerprint(dirs: &[(&Path, &str)]) -> Fingerprint {
     let mut out = Vec::new();
     for (dir, ext) in dirs {
         let Ok(rd) = std::fs::read_dir(dir) else { continue };
@@ -473,8 +531,6 @@ fn fingerprint(dirs: &[(&Path, &str)]) -> Vec<(PathBuf, u64, Option<SystemTime>)
 
 async fn watch_files(engine: RuleEngine, shutdown: CancellationToken) {
     let cfg = engine.shared.cfg.clone();
-    let dirs = [(cfg.rules_dir.as_path(), "toml"), (cfg.functions_dir.as_path(), "rhai")];
-    let mut last = fingerprint(&dirs);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let interval = if cfg.reload_interval.is_zero() {
@@ -499,11 +555,9 @@ async fn watch_files(engine: RuleEngine, shutdown: CancellationToken) {
             () = tokio::time::sleep(interval) => false,
             () = hangup => true,
         };
-        let now = fingerprint(&dirs);
-        if !forced && now == last {
+        if !forced && engine.fingerprint() == *engine.shared.seen.lock() {
             continue;
         }
-        last = now;
         let e = engine.clone();
         let _ = tokio::task::spawn_blocking(move || e.reload()).await;
     }

@@ -256,10 +256,7 @@ fn parse_test(doc: &Doc<'_>, mut f: Fields<'_, '_>) -> Result<RuleTestCase, File
         .map(|s| s.value)
         .unwrap_or_else(|| format!("line {line}"));
     let event = f.string("event")?.map(|s| s.value);
-    let context = match f.any("context")? {
-        None => None,
-        Some(v) => Some(toml_to_json(v)),
-    };
+    let context = f.any("context")?.map(toml_to_json);
     let topic = f.string("topic")?.map(|s| s.value);
     let payload = match f.any("payload")? {
         None => None,

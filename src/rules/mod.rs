@@ -18,6 +18,6 @@ pub mod parse;
 pub mod rhai_fns;
 pub mod stats;
 pub mod template;
-pub mod testfile;
 pub mod tester;
+pub mod testfile;
 pub mod value;

@@ -21,9 +21,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::compile::{compile_sql, CompiledRule, Source};
+use super::compile::{compile_with, CompiledRule, RuleSqlError, Source};
 use super::eval::EvalInput;
 use super::events::{parse_event, EventContext, EventKind, DEFAULT_NODE};
+use super::host_fns::HostEnv;
+use super::parse;
+use super::rhai_fns::ScriptFunctions;
 use super::value::{Map, Value};
 
 /// Arguments of `junction rule test` (a `clap` subcommand's arguments).
@@ -33,6 +36,9 @@ pub struct RuleTestArgs {
     /// `[[rules.tests]]` and prints a pass/fail line each; exit status 1 if any fails.
     #[arg(value_name = "PATH", conflicts_with_all = ["sql", "topic", "payload", "event", "context"])]
     pub path: Option<std::path::PathBuf>,
+    /// Folder of `*.rhai` functions the rules may call.
+    #[arg(long, default_value = "functions")]
+    pub functions_dir: std::path::PathBuf,
     /// The rule SQL, e.g. `SELECT payload.t AS t FROM "sensors/#" WHERE t > 30`.
     #[arg(long, default_value_t, required_unless_present = "path")]
     pub sql: String,
@@ -73,7 +79,7 @@ pub struct TestReport {
 /// The CLI entry: runs the test and prints its report.
 pub fn run(args: RuleTestArgs) -> ExitCode {
     if let Some(path) = &args.path {
-        return super::testfile::run(path);
+        return super::testfile::run(path, &args.functions_dir);
     }
     let report = execute(&args);
     for line in &report.stdout {
@@ -87,7 +93,18 @@ pub fn run(args: RuleTestArgs) -> ExitCode {
 
 /// Runs the test and returns what [`run`] would print.
 pub fn execute(args: &RuleTestArgs) -> TestReport {
-    let rule = match compile_sql(&args.sql) {
+    let scripts = match ScriptFunctions::load(&args.functions_dir) {
+        Ok(s) => s,
+        Err(e) => return failure(2, e.to_string()),
+    };
+    let env = HostEnv {
+        scripts: (!scripts.is_empty()).then(|| Arc::new(scripts)),
+        ..HostEnv::default()
+    };
+    let compiled = parse::parse(&args.sql)
+        .map_err(RuleSqlError::from)
+        .and_then(|s| compile_with(&s, &env.compile_options()).map_err(RuleSqlError::from));
+    let rule = match compiled {
         Ok(r) => r,
         Err(e) => return failure(2, e.render(&args.sql)),
     };

@@ -20,6 +20,8 @@ use serde_json::Value as Json;
 
 use super::compile::CompileOptions;
 use super::file::{self, RuleDef, RuleTestCase, TestInput};
+use super::host_fns::HostEnv;
+use super::rhai_fns::ScriptFunctions;
 use super::tester::{evaluate, Evaluation, RuleTestArgs};
 use super::value::Value;
 
@@ -32,9 +34,21 @@ pub struct Report {
     pub code: u8,
 }
 
-/// The CLI entry.
-pub fn run(path: &Path) -> ExitCode {
-    let r = run_path(path, &CompileOptions::default());
+/// The CLI entry: Rhai functions come from `functions_dir` (the broker's default folder
+/// unless the config says otherwise), so rules calling them test as they run.
+pub fn run(path: &Path, functions_dir: &Path) -> ExitCode {
+    let scripts = match ScriptFunctions::load(functions_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = HostEnv {
+        scripts: (!scripts.is_empty()).then(|| std::sync::Arc::new(scripts)),
+        ..HostEnv::default()
+    };
+    let r = run_path(path, &env.compile_options());
     for l in &r.lines {
         println!("{l}");
     }
@@ -160,11 +174,19 @@ fn compare_list(what: &str, expect: &[Json], got: &[Json]) -> Result<(), String>
 /// Whether `expect` is contained in `got`: objects by the keys `expect` names, strings
 /// holding JSON as JSON, numbers by value.
 fn subset(expect: &Json, got: &Json, path: &str) -> Result<(), String> {
-    let here = if path.is_empty() { "the value".to_string() } else { format!("`{path}`") };
+    let here = if path.is_empty() {
+        "the value".to_string()
+    } else {
+        format!("`{path}`")
+    };
     match (expect, got) {
         (Json::Object(e), Json::Object(g)) => {
             for (k, ev) in e {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match g.get(k) {
                     Some(gv) => subset(ev, gv, &p)?,
                     None => return Err(format!("`{p}`: missing (expected {ev})")),
@@ -174,12 +196,14 @@ fn subset(expect: &Json, got: &Json, path: &str) -> Result<(), String> {
         }
         (Json::Number(a), Json::Number(b)) if a.as_f64() == b.as_f64() => Ok(()),
         (Json::String(a), Json::String(b)) if a == b => Ok(()),
-        (Json::String(a), Json::String(b)) => match (serde_json::from_str::<Json>(a), serde_json::from_str::<Json>(b)) {
-            (Ok(ea @ (Json::Object(_) | Json::Array(_))), Ok(gb)) => {
-                subset(&ea, &gb, path).map_err(|m| format!("{m} (comparing {here} as JSON)"))
+        (Json::String(a), Json::String(b)) => {
+            match (serde_json::from_str::<Json>(a), serde_json::from_str::<Json>(b)) {
+                (Ok(ea @ (Json::Object(_) | Json::Array(_))), Ok(gb)) => {
+                    subset(&ea, &gb, path).map_err(|m| format!("{m} (comparing {here} as JSON)"))
+                }
+                _ => Err(format!("{here}: expected {expect}, got {got}")),
             }
-            _ => Err(format!("{here}: expected {expect}, got {got}")),
-        },
+        }
         (Json::String(a), g @ (Json::Object(_) | Json::Array(_))) => match serde_json::from_str::<Json>(a) {
             Ok(e) => subset(&e, g, path),
             Err(_) => Err(format!("{here}: expected {expect}, got {got}")),
@@ -248,9 +272,17 @@ expect = [{ clientid = "c9", reason = "kicked" }]
         std::fs::write(dir.path().join("r.toml"), RULES).unwrap();
         let r = run_path(dir.path(), &CompileOptions::default());
         assert_eq!((r.passed, r.failed, r.code), (3, 1, 1), "{:#?}", r.lines);
-        assert!(r.lines[0].starts_with("ok   ") && r.lines[0].ends_with("hot: hot"), "{}", r.lines[0]);
+        assert!(
+            r.lines[0].starts_with("ok   ") && r.lines[0].ends_with("hot: hot"),
+            "{}",
+            r.lines[0]
+        );
         let fail = r.lines.iter().position(|l| l.starts_with("FAIL")).unwrap();
-        assert!(r.lines[fail].contains("r.toml:24 hot: wrong on purpose"), "{}", r.lines[fail]);
+        assert!(
+            r.lines[fail].contains("r.toml:24 hot: wrong on purpose"),
+            "{}",
+            r.lines[fail]
+        );
         assert!(r.lines[fail + 1].contains("`t`: expected 41, got 40"), "{:#?}", r.lines);
         assert_eq!(r.lines.last().unwrap(), "4 tests: 3 passed, 1 failed");
     }

@@ -22,6 +22,15 @@ pub async fn start_in(data_dir: &Path, extra: &[(&str, &str)]) -> TestBroker {
         ("JUNCTION_DASHBOARD__LISTENERS__HTTP__BIND".into(), "127.0.0.1:0".into()),
         ("JUNCTION_NODE__DATA_DIR".into(), data_dir.display().to_string()),
         ("JUNCTION_DURABLE_STORAGE__SYNC_MODE".into(), "every_write".into()),
+        // Hermetic: the repository's rules/ and functions/ are not loaded.
+        (
+            "JUNCTION_RULE_ENGINE__RULES_DIR".into(),
+            data_dir.join("rules").display().to_string(),
+        ),
+        (
+            "JUNCTION_RULE_ENGINE__FUNCTIONS_DIR".into(),
+            data_dir.join("functions").display().to_string(),
+        ),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = junction::config::load(None, env).expect("test config");
