@@ -152,9 +152,30 @@ fn list(items: Vec<Expr>) -> Expr {
 fn field(expr: Expr, alias: Option<&str>) -> Field {
     Field::Expr {
         expr,
-        alias: alias.map(id),
+        alias: alias.map(|a| Alias::name(id(a))),
         span: d(),
     }
+}
+
+/// A path alias: `root` then its segments.
+fn alias_path(root: &str, segments: Vec<AliasSegment>) -> Alias {
+    Alias {
+        root: id(root),
+        segments,
+        span: d(),
+    }
+}
+
+fn akey(name: &str) -> AliasSegment {
+    AliasSegment::Key(id(name))
+}
+
+fn aindex(index: i64) -> AliasSegment {
+    AliasSegment::Index { index, span: d() }
+}
+
+fn append() -> AliasSegment {
+    AliasSegment::Append { span: d() }
 }
 
 fn topics(s: &Statement) -> Vec<&str> {
@@ -230,8 +251,9 @@ fn foreach_with_alias_do_incase() {
     assert_eq!(
         s.kind,
         StatementKind::Foreach {
+            bindings: vec![],
             expr: p("payload.sensors"),
-            alias: Some(id("e")),
+            alias: Some(Alias::name(id("e"))),
             do_fields: vec![field(p("e.name"), None), field(p("e.idx"), None)],
             incase: Some(bin(Ge, p("e.idx"), int(1))),
         }
@@ -295,8 +317,8 @@ fn case_forms() {
         }
     );
     let s = ok(r#"SELECT CASE WHEN a THEN 1 ELSE 2 END AS x, CASE WHEN b THEN 1 END y FROM "t""#).without_spans();
-    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.name == "x"));
-    assert!(matches!(&fields(&s)[1], Field::Expr { alias: Some(a), .. } if a.name == "y"));
+    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.as_name() == Some("x")));
+    assert!(matches!(&fields(&s)[1], Field::Expr { alias: Some(a), .. } if a.as_name() == Some("y")));
     // CASE nests in arguments and in arithmetic.
     round_trip(r#"SELECT str(CASE WHEN a THEN 1 ELSE CASE b WHEN 1 THEN 2 END END) + 'x' FROM "t""#);
     assert_eq!(err(r#"SELECT CASE END FROM "t""#).expected, ["WHEN", "an expression"]);
@@ -598,6 +620,113 @@ fn aliases() {
 }
 
 #[test]
+fn path_aliases() {
+    // EMQX's rulesql `AS name_or_path_ref`: emqx_rule_engine_SUITE's t_sqlselect_1 (`as
+    // p.answer`, `as p.jsonlike.f`), t_sqlparse_array_index_2/3/4 (`as c[-0]`, `as c[0]`,
+    // `as b.c`, `as payload.x[2].y`) and rulesql's maps_put tests (`e.f as c.d[1]`).
+    let s = ok(r#"SELECT e AS c.d, e.f as c.d[1], 1 as c[-0], 2 c[0], 3 AS a.'b-c'."d e".1, 4 AS x[-2] FROM "t""#)
+        .without_spans();
+    let aliased = |expr: Expr, alias: Alias| Field::Expr {
+        expr,
+        alias: Some(alias),
+        span: d(),
+    };
+    assert_eq!(
+        fields(&s),
+        [
+            aliased(p("e"), alias_path("c", vec![akey("d")])),
+            aliased(p("e.f"), alias_path("c", vec![akey("d"), aindex(1)])),
+            aliased(int(1), alias_path("c", vec![append()])),
+            aliased(int(2), alias_path("c", vec![aindex(0)])),
+            aliased(int(3), alias_path("a", vec![akey("b-c"), akey("d e"), akey("1")])),
+            aliased(int(4), alias_path("x", vec![aindex(-2)])),
+        ]
+    );
+    assert_eq!(
+        round_trip(r#"SELECT 0 as payload.x[2].y, 1 c[-0], 2 AS c[0], 3 AS a.'b-c'.from.1 FROM "t""#),
+        r#"SELECT 0 AS payload.x[2].y, 1 AS c[-0], 2 AS c[0], 3 AS a."b-c".from."1" FROM "t""#
+    );
+    // The alias's span covers the whole path.
+    let s = ok(r#"SELECT 1 AS a.b[2] FROM "t""#);
+    let [Field::Expr { alias: Some(a), .. }] = fields(&s) else {
+        panic!("no alias")
+    };
+    assert_eq!((at(a.span.start), at(a.span.end)), (loc(1, 13), loc(1, 19)));
+    assert_eq!(a.as_name(), None);
+    assert_eq!(a.to_string(), "a.b[2]");
+    // CASE takes a path alias too.
+    let s = ok(r#"SELECT CASE WHEN a THEN 1 END AS x.y FROM "t""#).without_spans();
+    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.to_string() == "x.y"));
+    // Not a range, not an expression index, nothing after a dot but a key.
+    assert_eq!(
+        err(r#"SELECT 1 AS a[1..2] FROM "t""#).message,
+        "expected FROM or ',', found `[`"
+    );
+    assert!(parse(r#"SELECT 1 AS a[b] FROM "t""#).is_err());
+    assert_eq!(err(r#"SELECT 1 AS a., b FROM "t""#).expected, ["a name", "a key"]);
+    // After a dot a keyword is a key, in aliases as in paths.
+    assert_eq!(
+        err(r#"SELECT 1 AS a. FROM "t""#).message,
+        "expected FROM or ',', found `\"t\"`"
+    );
+    assert_eq!(err(r#"SELECT 1 AS a.[1] FROM "t""#).expected, ["a name", "a key"]);
+    assert_eq!(
+        err(r#"SELECT 1 AS a[99999999999999999999] FROM "t""#).kind,
+        ParseErrorKind::NumberOutOfRange
+    );
+}
+
+#[test]
+fn foreach_bindings() {
+    // "Multiple expressions can be placed in the FOREACH clause as long as the last expression
+    // specifies the array to be traversed" (rule-sql-syntax.md); emqx_rule_engine_SUITE's
+    // t_sqlparse_foreach_7/8.
+    let sql = "foreach json_decode(payload) as p, p.sensors as s, s.collection as c, c.info as info \
+               do info.cmd as msg_type, info.name as name incase is_not_null(info.cmd) from \"t/#\" \
+               where s.page = '2'";
+    let s = ok(sql).without_spans();
+    let StatementKind::Foreach {
+        bindings,
+        expr,
+        alias,
+        do_fields,
+        incase,
+    } = &s.kind
+    else {
+        panic!("not FOREACH")
+    };
+    assert_eq!(
+        bindings,
+        &[
+            field(call("json_decode", vec![p("payload")]), Some("p")),
+            field(p("p.sensors"), Some("s")),
+            field(p("s.collection"), Some("c")),
+        ]
+    );
+    assert_eq!(expr, &p("c.info"));
+    assert_eq!(alias.as_ref().and_then(Alias::as_name), Some("info"));
+    assert_eq!(s.item_name(), Some("info"));
+    assert_eq!(do_fields.len(), 2);
+    assert!(incase.is_some());
+    round_trip(sql);
+    // Bindings need no alias; the last field names the element.
+    let s = ok(r#"FOREACH payload.a, payload.b FROM "t""#).without_spans();
+    assert!(matches!(&s.kind, StatementKind::Foreach { bindings, alias: None, .. } if bindings.len() == 1));
+    assert_eq!(s.item_name(), Some(DEFAULT_ITEM_NAME));
+    assert_eq!(
+        round_trip(r#"foreach payload.d d, d.sensors s from "t""#),
+        r#"FOREACH payload.d AS d, d.sensors AS s FROM "t""#
+    );
+    // `*` is no FOREACH field, and the list cannot end in a comma.
+    assert_eq!(err(r#"FOREACH *, a FROM "t""#).expected, ["an expression"]);
+    assert_eq!(err(r#"FOREACH a, FROM "t""#).expected, ["an expression"]);
+    assert_eq!(
+        err(r#"FOREACH a b c FROM "t""#).message,
+        "expected FROM, DO, INCASE or ',', found `c`"
+    );
+}
+
+#[test]
 fn keywords_are_case_insensitive() {
     let a = ok("select a as b from \"t\" where x and y or not z in (1)").without_spans();
     let b = ok("SELECT a AS b FROM \"t\" WHERE x AND y OR NOT z IN (1)").without_spans();
@@ -645,10 +774,50 @@ fn from_sources() {
         r#"SELECT * FROM "sensors/+/temp", "$events/client_connected", "$events/client/connected", "$bridges/mqtt:my_bridge""#
     );
     assert_eq!(topics(&ok(r#"SELECT * FROM "a""b""#)), ["a\"b"]);
-    let e = err(r#"SELECT * FROM 't/#'"#);
-    assert_eq!(e.message, "expected a topic filter in double quotes, found `'t/#'`");
     assert!(parse(r#"SELECT * FROM "a","#).is_err());
     assert!(parse(r#"SELECT * FROM"#).is_err());
+}
+
+#[test]
+fn from_single_quoted_and_bare_topics() {
+    // EMQX accepts topics in single quotes (emqx_rule_engine_SUITE's
+    // t_sqlparse_both_string_types_in_from; the docs: "enclosed in double quotes or single
+    // quotes") and bare words (`select * from t` in emqx_rule_engine_api_2_SUITE).
+    let s = ok(r#"select clientid, topic as tp from 't/tt', "$events/client_connected" "#);
+    assert_eq!(topics(&s), ["t/tt", "$events/client_connected"]);
+    assert_eq!(
+        (at(s.from[0].span.start), at(s.from[0].span.end)),
+        (loc(1, 35), loc(1, 41))
+    );
+    let s = ok("foreach payload.sensors from 't/#', \"$events/client_connected\" ");
+    assert_eq!(topics(&s), ["t/#", "$events/client_connected"]);
+    assert_eq!(topics(&ok("SELECT * FROM 'it''s/#'")), ["it's/#"]);
+    let s = ok("select * from t, topic_2 where x = 1");
+    assert_eq!(topics(&s), ["t", "topic_2"]);
+    assert_eq!(
+        (at(s.from[1].span.start), at(s.from[1].span.end)),
+        (loc(1, 18), loc(1, 25))
+    );
+    // Printed back in double quotes.
+    assert_eq!(
+        round_trip("SELECT * FROM 't/#', t, \"a\""),
+        r#"SELECT * FROM "t/#", "t", "a""#
+    );
+    // A keyword is not a topic; a bare word cannot hold a `/`.
+    let e = err("SELECT * FROM where");
+    assert_eq!(e.message, "expected a topic filter in quotes, found `where`");
+    assert_eq!(at(e.span.start), loc(1, 15));
+    let e = err("SELECT * FROM t/a");
+    assert_eq!(e.message, "expected WHERE, ',' or end of input, found `/`");
+    assert_eq!(at(e.span.start), loc(1, 16));
+    let e = err("SELECT * FROM 't/#");
+    assert_eq!(
+        (e.kind, e.to_string()),
+        (
+            ParseErrorKind::UnterminatedQuote,
+            "1:15: unterminated string: no closing '".to_owned()
+        )
+    );
 }
 
 #[test]
@@ -998,11 +1167,34 @@ fn expr_strategy() -> impl Strategy<Value = Expr> {
     })
 }
 
+fn alias_segment_strategy() -> impl Strategy<Value = AliasSegment> {
+    prop_oneof![
+        3 => ident_strategy().prop_map(AliasSegment::Key),
+        1 => any::<i64>().prop_map(|index| AliasSegment::Index { index, span: d() }),
+        1 => Just(AliasSegment::Append { span: d() }),
+    ]
+}
+
+fn alias_strategy() -> impl Strategy<Value = Alias> {
+    prop_oneof![
+        3 => ident_strategy().prop_map(Alias::name),
+        1 => (ident_strategy(), prop::collection::vec(alias_segment_strategy(), 1..4))
+            .prop_map(|(root, segments)| Alias { root, segments, span: d() }),
+    ]
+}
+
+fn expr_field_strategy() -> impl Strategy<Value = Field> {
+    (expr_strategy(), prop::option::of(alias_strategy())).prop_map(|(expr, alias)| Field::Expr {
+        expr,
+        alias,
+        span: d(),
+    })
+}
+
 fn field_strategy() -> impl Strategy<Value = Field> {
     prop_oneof![
         1 => Just(Field::Star { span: d() }),
-        5 => (expr_strategy(), prop::option::of(ident_strategy()))
-            .prop_map(|(expr, alias)| Field::Expr { expr, alias, span: d() }),
+        5 => expr_field_strategy(),
     ]
 }
 
@@ -1010,12 +1202,14 @@ fn statement_strategy() -> impl Strategy<Value = Statement> {
     let kind = prop_oneof![
         prop::collection::vec(field_strategy(), 1..4).prop_map(|fields| StatementKind::Select { fields }),
         (
+            prop::collection::vec(expr_field_strategy(), 0..3),
             expr_strategy(),
-            prop::option::of(ident_strategy()),
+            prop::option::of(alias_strategy()),
             prop::collection::vec(field_strategy(), 0..3),
             prop::option::of(expr_strategy()),
         )
-            .prop_map(|(expr, alias, do_fields, incase)| StatementKind::Foreach {
+            .prop_map(|(bindings, expr, alias, do_fields, incase)| StatementKind::Foreach {
+                bindings,
                 expr,
                 alias,
                 do_fields,
