@@ -793,6 +793,31 @@ fn suite_sqlparse_array_index() {
 }
 
 #[test]
+fn index_read_from_a_name_or_path() {
+    // rulesql's `index_ref -> '[' name_or_path_ref ']'`.
+    let ctx = publish(
+        "t/a",
+        r#"{"list": [{"n": "a"}, {"n": "b"}, {"n": "c"}], "i": 2, "j": -1, "s": "x"}"#,
+    );
+    let o = select(
+        "select payload.list[payload.i].n as b, payload.list[payload.j].n as c, 1 as k, payload.list[k] as first, \
+         payload.list[payload.s] as by_string, payload.list[nothing] as by_null, payload.list[+3].n as plus \
+         from \"t/#\"",
+        ctx,
+    );
+    assert_eq!(
+        o,
+        json!({"b": "b", "c": "c", "k": 1, "first": {"n": "a"}, "by_string": null, "by_null": null, "plus": "c"})
+    );
+    // In FOREACH, the element can index too.
+    let out = foreach(
+        "foreach payload.idx as i do payload.names[i] as name from \"t/#\"",
+        publish("t/a", r#"{"idx": [2, 1], "names": ["x", "y"]}"#),
+    );
+    assert_eq!(out, vec![json!({"name": "y"}), json!({"name": "x"})]);
+}
+
+#[test]
 fn suite_sqlparse_arrays_and_ranges() {
     let empty = publish("t/a", "");
     let o = select("select [1,2,3,4] from \"t/#\"", empty.clone());

@@ -380,13 +380,18 @@ pub enum PathSegment {
     Index { index: i64, span: Span },
     /// `[start..end]`: the sub-list from `start` to `end`, both included, 1-based.
     Range { start: i64, end: i64, span: Span },
+    /// `[name]` or `[a.b]`: an index read from a column or an alias (`payload.list[i]`). A
+    /// value that is not an integer indexes nothing.
+    Dynamic { index: Box<Path>, span: Span },
 }
 
 impl PathSegment {
     pub fn span(&self) -> Span {
         match self {
             PathSegment::Name(i) | PathSegment::Quoted(i) => i.span,
-            PathSegment::Index { span, .. } | PathSegment::Range { span, .. } => *span,
+            PathSegment::Index { span, .. } | PathSegment::Range { span, .. } | PathSegment::Dynamic { span, .. } => {
+                *span
+            }
         }
     }
 
@@ -394,6 +399,10 @@ impl PathSegment {
         match self {
             PathSegment::Name(i) | PathSegment::Quoted(i) => i.span = Span::default(),
             PathSegment::Index { span, .. } | PathSegment::Range { span, .. } => *span = Span::default(),
+            PathSegment::Dynamic { index, span } => {
+                *span = Span::default();
+                index.clear_spans();
+            }
         }
     }
 }
@@ -405,6 +414,14 @@ pub struct Path {
     pub root: Ident,
     pub segments: Vec<PathSegment>,
     pub span: Span,
+}
+
+impl Path {
+    fn clear_spans(&mut self) {
+        self.span = Span::default();
+        self.root.span = Span::default();
+        self.segments.iter_mut().for_each(PathSegment::clear_spans);
+    }
 }
 
 /// An expression.
@@ -493,11 +510,7 @@ impl Expr {
                 *span = Span::default();
                 items.iter_mut().for_each(Expr::clear_spans);
             }
-            Expr::Path(p) => {
-                p.span = Span::default();
-                p.root.span = Span::default();
-                p.segments.iter_mut().for_each(PathSegment::clear_spans);
-            }
+            Expr::Path(p) => p.clear_spans(),
             Expr::Call { name, args, span } => {
                 *span = Span::default();
                 name.span = Span::default();
@@ -705,6 +718,7 @@ impl Display for PathSegment {
             }
             PathSegment::Index { index, .. } => write!(f, "[{index}]"),
             PathSegment::Range { start, end, .. } => write!(f, "[{start}..{end}]"),
+            PathSegment::Dynamic { index, .. } => write!(f, "[{index}]"),
         }
     }
 }

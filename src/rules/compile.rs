@@ -304,11 +304,13 @@ pub(crate) enum NodeKind {
     List(Vec<Node>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Seg {
     Key(Arc<str>),
     Index(i64),
     Range(i64, i64),
+    /// `[name]`: the index is the value of a path, read when the path is.
+    Dynamic(Box<Node>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -690,12 +692,14 @@ impl Compiler<'_> {
             segs: p
                 .segments
                 .iter()
-                .filter_map(|s| match s {
-                    PathSegment::Name(i) | PathSegment::Quoted(i) => Some(Seg::Key(Arc::from(i.name.as_str()))),
-                    PathSegment::Index { index, .. } => Some(Seg::Index(*index)),
-                    PathSegment::Range { start, end, .. } => Some(Seg::Range(*start, *end)),
-                    #[allow(unreachable_patterns)] // `PathSegment` is non_exhaustive
-                    _ => None,
+                .map(|s| match s {
+                    PathSegment::Name(i) | PathSegment::Quoted(i) => Seg::Key(Arc::from(i.name.as_str())),
+                    PathSegment::Index { index, .. } => Seg::Index(*index),
+                    PathSegment::Range { start, end, .. } => Seg::Range(*start, *end),
+                    PathSegment::Dynamic { index, .. } => Seg::Dynamic(Box::new(Node {
+                        kind: self.path(index),
+                        span: index.span,
+                    })),
                 })
                 .collect(),
         }

@@ -431,6 +431,21 @@ impl Cx<'_> {
         let err = |kind| self.error(scope.clause, node.span, kind);
         match &node.kind {
             NodeKind::Const(v) => Ok(v.clone()),
+            NodeKind::Path { root, payload, segs } if segs.iter().any(|s| matches!(s, Seg::Dynamic(_))) => {
+                // `a[i]`: read each index first. Only an integer indexes (EMQX's `getnth`
+                // finds nothing for anything else), and 0 finds nothing.
+                let mut resolved = Vec::with_capacity(segs.len());
+                for s in segs {
+                    resolved.push(match s {
+                        Seg::Dynamic(index) => match self.eval(index, scope)? {
+                            Value::Int(i) => Seg::Index(i),
+                            _ => Seg::Index(0),
+                        },
+                        other => other.clone(),
+                    });
+                }
+                self.path(root, *payload, &resolved, scope, node.span)
+            }
             NodeKind::Path { root, payload, segs } => self.path(root, *payload, segs, scope, node.span),
             NodeKind::List(items) => {
                 let values = items
@@ -703,6 +718,8 @@ fn traverse(v: &Value, segs: &[Seg]) -> Result<Value, EvalErrorKind> {
                 Value::Array(a) => Some(Cow::Owned(range_get(a, *b, *e)?)),
                 other => return Err(EvalErrorKind::RangeOfNonList(other.type_name())),
             },
+            // Resolved before the walk (`Cx::eval`); never indexes here.
+            Seg::Dynamic(_) => None,
         };
         match next {
             Some(n) => cur = n,

@@ -950,6 +950,10 @@ impl Builder<'_> {
                         span: self.span(&seg),
                     })
                 }
+                Rule::var_index_seg => Ok(PathSegment::Dynamic {
+                    index: Box::new(self.path(&self.first(&seg, "index path")?)?),
+                    span: self.span(&seg),
+                }),
                 _ => Err(self.unexpected(&seg, "path segment")),
             })
             .collect::<Result<_>>()?;

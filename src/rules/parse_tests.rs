@@ -570,6 +570,32 @@ fn paths() {
     assert_eq!(expr("\"my var\".x"), path("my var", vec![key("x")]));
     assert_eq!(expr("a$b@c~d"), p("a$b@c~d"));
     assert_eq!(expr("_private"), p("_private"));
+    // rulesql's `index_ref`: `[+1]`, and an index read from a name or a path.
+    assert_eq!(expr("a[+1]"), path("a", vec![index(1)]));
+    let dynamic = |index: Expr| {
+        let Expr::Path(index) = index else { panic!("not a path") };
+        PathSegment::Dynamic {
+            index: Box::new(index),
+            span: d(),
+        }
+    };
+    assert_eq!(expr("a[e]"), path("a", vec![dynamic(p("e"))]));
+    assert_eq!(
+        expr("payload.list[payload.i].name"),
+        path("payload", vec![key("list"), dynamic(p("payload.i")), key("name")])
+    );
+    assert_eq!(
+        expr("a[1][2].b[c[1]]"),
+        path(
+            "a",
+            vec![index(1), index(2), key("b"), dynamic(path("c", vec![index(1)]))]
+        )
+    );
+    assert_eq!(expr("a [ e . f ]").to_string(), "a[e.f]");
+    // Only names and paths: no expressions, no literals other than integers.
+    assert!(parse(r#"SELECT a[1 + 1] FROM "t""#).is_err());
+    assert!(parse(r#"SELECT a['k'] FROM "t""#).is_err());
+    assert!(parse(r#"SELECT a[f(x)] FROM "t""#).is_err());
 }
 
 #[test]
@@ -1118,12 +1144,23 @@ fn text_strategy() -> impl Strategy<Value = String> {
 }
 
 fn segment_strategy() -> impl Strategy<Value = PathSegment> {
-    prop_oneof![
+    let simple = prop_oneof![
         3 => ident_strategy().prop_map(PathSegment::Name),
         1 => ident_strategy().prop_map(PathSegment::Quoted),
         1 => any::<i64>().prop_map(|index| PathSegment::Index { index, span: d() }),
         1 => (any::<i64>(), any::<i64>()).prop_map(|(start, end)| PathSegment::Range { start, end, span: d() }),
-    ]
+    ];
+    let dynamic = (ident_strategy(), prop::collection::vec(simple.clone(), 0..3)).prop_map(|(root, segments)| {
+        PathSegment::Dynamic {
+            index: Box::new(Path {
+                root,
+                segments,
+                span: d(),
+            }),
+            span: d(),
+        }
+    });
+    prop_oneof![6 => simple, 1 => dynamic]
 }
 
 fn leaf_strategy() -> impl Strategy<Value = Expr> {
