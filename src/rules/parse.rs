@@ -345,6 +345,7 @@ fn rule_label(rule: Rule) -> Option<(u8, &'static str)> {
         | R::plus_op
         | R::not_op => (11, "an expression"),
         R::ident | R::quoted_name | R::func_name | R::alias_path => (12, "a name"),
+        R::index_int => (12, "an integer"),
         R::key_word | R::key_string | R::key_digits => (13, "a key"),
         R::comma => (14, "','"),
         R::rparen => (15, "')'"),

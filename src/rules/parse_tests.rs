@@ -686,7 +686,7 @@ fn path_aliases() {
     // Not a range, not an expression index, nothing after a dot but a key.
     assert_eq!(
         err(r#"SELECT 1 AS a[1..2] FROM "t""#).message,
-        "expected FROM or ',', found `[`"
+        "expected ']', found `..`"
     );
     assert!(parse(r#"SELECT 1 AS a[b] FROM "t""#).is_err());
     assert_eq!(err(r#"SELECT 1 AS a., b FROM "t""#).expected, ["a name", "a key"]);
@@ -1025,6 +1025,267 @@ fn error_other_shapes() {
     assert_eq!(
         (e.kind, at(e.span.start)),
         (ParseErrorKind::UnterminatedQuote, loc(1, 19))
+    );
+}
+
+/// Golden syntax errors: the message (with the start of the span) and where the span ends,
+/// for each kind of mistake. A change to any message or position shows up here.
+#[test]
+fn golden_syntax_errors() {
+    let cases: &[(&str, &str, (usize, usize))] = &[
+        ("SELECT", "1:7: expected a field or '*', found end of input", (1, 7)),
+        (
+            r#"SELECT FROM "t""#,
+            "1:8: expected a field or '*', found `FROM`",
+            (1, 12),
+        ),
+        (
+            "SELECT a",
+            "1:9: expected FROM, ',', '(', AS, IN, an operator, AND or OR, found end of input",
+            (1, 9),
+        ),
+        (
+            "SELECT a FROM",
+            "1:14: expected a topic filter in quotes, found end of input",
+            (1, 14),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE"#,
+            "1:24: expected an expression, found end of input",
+            (1, 24),
+        ),
+        (
+            r#"SELECT a, FROM "t""#,
+            "1:11: expected a field or '*', found `FROM`",
+            (1, 15),
+        ),
+        (
+            r#"SELECT a b c FROM "t""#,
+            "1:12: expected FROM or ',', found `c`",
+            (1, 13),
+        ),
+        (
+            r#"SELECT a AS FROM "t""#,
+            "1:13: expected a name, found `FROM`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT a AS b.[1] FROM "t""#,
+            "1:15: expected a name or a key, found `[`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT a AS b[1..2] FROM "t""#,
+            "1:16: expected ']', found `..`",
+            (1, 18),
+        ),
+        (
+            r#"SELECT a AS b[x FROM "t""#,
+            "1:15: expected an integer, found `x`",
+            (1, 16),
+        ),
+        (
+            "SELECT * FROM where",
+            "1:15: expected a topic filter in quotes, found `where`",
+            (1, 20),
+        ),
+        // A bare FROM word is one topic level.
+        (
+            "SELECT * FROM t/a",
+            "1:16: expected WHERE, ',' or end of input, found `/`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT * FROM "t","#,
+            "1:19: expected a topic filter in quotes, found end of input",
+            (1, 19),
+        ),
+        ("SELECT * FROM 't", "1:15: unterminated string: no closing '", (1, 17)),
+        (
+            r#"SELECT * FROM "t"#,
+            r#"1:15: unterminated quoted name or topic: no closing ""#,
+            (1, 17),
+        ),
+        (
+            r#"SELECT 'abc FROM "t""#,
+            "1:8: unterminated string: no closing '",
+            (1, 21),
+        ),
+        (
+            r#"SELECT "abc FROM t"#,
+            r#"1:8: unterminated quoted name or topic: no closing ""#,
+            (1, 19),
+        ),
+        (
+            r#"SELECT f(a, FROM "t""#,
+            "1:13: expected an expression, found `FROM`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT f(a FROM "t""#,
+            "1:12: expected ',', ')', '(', IN, an operator, AND or OR, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT [1, 2 FROM "t""#,
+            "1:14: expected ',', ']', IN, an operator, AND or OR, found `FROM`",
+            (1, 18),
+        ),
+        (
+            r#"SELECT (1 + 2 FROM "t""#,
+            "1:15: expected ')', IN, an operator, AND or OR, found `FROM`",
+            (1, 19),
+        ),
+        (
+            r#"SELECT 1 + FROM "t""#,
+            "1:12: expected an expression, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT a = b = c FROM "t""#,
+            "1:14: expected FROM, ',', '(', AS, an operator, AND or OR, found `=`",
+            (1, 15),
+        ),
+        (
+            r#"SELECT a == b FROM "t""#,
+            "1:11: expected an expression, found `=`",
+            (1, 12),
+        ),
+        (
+            r#"SELECT 1 + NOT a FROM "t""#,
+            "1:12: expected an expression, found `NOT`",
+            (1, 15),
+        ),
+        (r#"SELECT x IN 1 FROM "t""#, "1:13: expected '(', found `1`", (1, 14)),
+        (
+            r#"SELECT x IN () FROM "t""#,
+            "1:14: expected an expression, found `)`",
+            (1, 15),
+        ),
+        (r#"SELECT x NOT 1 FROM "t""#, "1:14: expected IN, found `1`", (1, 15)),
+        (
+            r#"SELECT CASE END FROM "t""#,
+            "1:13: expected WHEN or an expression, found `END`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT CASE WHEN a THEN 1 FROM "t""#,
+            "1:27: expected WHEN, ELSE, END, IN, an operator, AND or OR, found `FROM`",
+            (1, 31),
+        ),
+        (
+            r#"SELECT CASE WHEN a 1 END FROM "t""#,
+            "1:20: expected THEN, '(', IN, an operator, AND or OR, found `1`",
+            (1, 21),
+        ),
+        // After a dot a keyword is a key and `"t"` a quoted alias: `a.b.FROM AS "t"`.
+        (
+            r#"SELECT a.b. FROM "t""#,
+            "1:21: expected FROM or ',', found end of input",
+            (1, 21),
+        ),
+        (
+            r#"SELECT a[ FROM "t""#,
+            "1:11: expected an expression or an integer, found `FROM`",
+            (1, 15),
+        ),
+        (r#"SELECT a[1 + 1] FROM "t""#, "1:12: expected ']', found `+`", (1, 13)),
+        (
+            r#"SELECT 9223372036854775808 FROM "t""#,
+            "1:8: integer 9223372036854775808 does not fit in 64 bits",
+            (1, 27),
+        ),
+        (
+            r#"SELECT 1e999 FROM "t""#,
+            "1:8: number 1e999 is out of range for a float",
+            (1, 13),
+        ),
+        // No hex literals (EMQX reads `0x1F` as `0` aliased `x1F`).
+        (
+            r#"SELECT 0x1F FROM "t""#,
+            "1:8: expected a field or '*', found `0x1F`",
+            (1, 12),
+        ),
+        (
+            r#"SELECT a FROM "t"; DROP"#,
+            "1:18: expected WHERE, ',' or end of input, found `;`",
+            (1, 19),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE b = 'x' AND"#,
+            "1:36: expected an expression, found end of input",
+            (1, 36),
+        ),
+        (
+            r#"FOREACH FROM "t""#,
+            "1:9: expected an expression, found `FROM`",
+            (1, 13),
+        ),
+        (
+            r#"FOREACH a, FROM "t""#,
+            "1:12: expected an expression, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"FOREACH a DO FROM "t""#,
+            "1:14: expected a field or '*', found `FROM`",
+            (1, 18),
+        ),
+        (
+            r#"FOREACH a INCASE FROM "t""#,
+            "1:18: expected an expression, found `FROM`",
+            (1, 22),
+        ),
+        (
+            r#"FOREACH a b c FROM "t""#,
+            "1:13: expected FROM, DO, INCASE or ',', found `c`",
+            (1, 14),
+        ),
+        (
+            r#"FOREACH *, a FROM "t""#,
+            "1:9: expected an expression, found `*`",
+            (1, 10),
+        ),
+        (
+            r#"SELEC a FROM "t""#,
+            "1:1: expected SELECT or FOREACH, found `SELEC`",
+            (1, 6),
+        ),
+        (
+            "UPDATE t SET a = 1",
+            "1:1: expected SELECT or FOREACH, found `UPDATE`",
+            (1, 7),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE a = 1 GROUP BY a"#,
+            "1:31: expected an operator, AND, OR or end of input, found `GROUP`",
+            (1, 36),
+        ),
+        (
+            concat!("SELECT a\n", "FROM \"t\"\n", "WHERE x = = 1"),
+            "3:11: expected an expression, found `=`",
+            (3, 12),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (sql, message, end) in cases {
+        let e = err(sql);
+        let got = (e.to_string(), at(e.span.end));
+        if got != (message.to_string(), *end) {
+            wrong.push(format!("{sql:?}\n  want {message:?} ending at {end:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Rendered with the line and a caret under the span.
+    let sql = "SELECT a,\n  b AS c[1..2]\nFROM \"t\"";
+    assert_eq!(
+        err(sql).render(sql),
+        "2:11: expected ']', found `..`\n  |\n2 |   b AS c[1..2]\n  |           ^^"
+    );
+    let sql = "FOREACH payload.a AS x,\n        x.b AS y,\nFROM 't/#'";
+    assert_eq!(
+        err(sql).render(sql),
+        "3:1: expected an expression, found `FROM`\n  |\n3 | FROM 't/#'\n  | ^^^^"
     );
 }
 
