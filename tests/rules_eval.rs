@@ -237,6 +237,28 @@ fn docs_foreach_examples_1_to_3() {
     assert_eq!(out[0], json!({"clientid": "steve", "name": "b", "idx": 1}));
 }
 
+#[test]
+fn docs_foreach_multiple_expressions() {
+    // "Multiple expressions can be placed in the FOREACH clause as long as the last expression
+    // specifies the array to be traversed" (the documentation's example leaves out the comma,
+    // which EMQX's grammar needs).
+    let payload = r#"{"date": "2020-04-24", "data": {"sensors": [{"name": "a", "idx":0}, {"name": "b", "idx":1}, {"name": "c", "idx":2}]}}"#;
+    let ctx = json!({"topic": "t/1", "clientid": "c_steve", "payload": payload});
+    let two = foreach(
+        "FOREACH payload.data as d, d.sensors as s DO s.name as name, s.idx as idx INCASE s.idx >= 1 FROM \"t/#\"",
+        ctx.clone(),
+    );
+    let one = foreach(
+        "FOREACH payload.data.sensors as s DO s.name as name, s.idx as idx INCASE s.idx >= 1 FROM \"t/#\"",
+        ctx,
+    );
+    assert_eq!(two, one);
+    assert_eq!(
+        two,
+        vec![json!({"name": "b", "idx": 1}), json!({"name": "c", "idx": 2})]
+    );
+}
+
 // ------------------------------------------------------------------ rule-sql-events-and-fields.md
 
 #[test]
