@@ -237,6 +237,28 @@ fn docs_foreach_examples_1_to_3() {
     assert_eq!(out[0], json!({"clientid": "steve", "name": "b", "idx": 1}));
 }
 
+#[test]
+fn docs_foreach_multiple_expressions() {
+    // "Multiple expressions can be placed in the FOREACH clause as long as the last expression
+    // specifies the array to be traversed" (the documentation's example leaves out the comma,
+    // which EMQX's grammar needs).
+    let payload = r#"{"date": "2020-04-24", "data": {"sensors": [{"name": "a", "idx":0}, {"name": "b", "idx":1}, {"name": "c", "idx":2}]}}"#;
+    let ctx = json!({"topic": "t/1", "clientid": "c_steve", "payload": payload});
+    let two = foreach(
+        "FOREACH payload.data as d, d.sensors as s DO s.name as name, s.idx as idx INCASE s.idx >= 1 FROM \"t/#\"",
+        ctx.clone(),
+    );
+    let one = foreach(
+        "FOREACH payload.data.sensors as s DO s.name as name, s.idx as idx INCASE s.idx >= 1 FROM \"t/#\"",
+        ctx,
+    );
+    assert_eq!(two, one);
+    assert_eq!(
+        two,
+        vec![json!({"name": "b", "idx": 1}), json!({"name": "c", "idx": 2})]
+    );
+}
+
 // ------------------------------------------------------------------ rule-sql-events-and-fields.md
 
 #[test]
@@ -518,12 +540,13 @@ fn suite_sqlparse_foreach_6_9_10() {
 }
 
 #[test]
-fn suite_foreach_where_on_the_collection() {
-    // foreach_7/8 use several FOREACH fields, which Junction's grammar does not take; the
-    // same data with one field and WHERE on the collection alias:
+fn suite_sqlparse_foreach_7_8_bindings() {
+    // Several FOREACH fields: all but the last are bindings, visible to the later fields,
+    // WHERE, INCASE and DO.
     let payload = r#"{"sensors": {"page": 2, "collection": {"info":[{"name":"cmd1", "cmd":"1"}, {"cmd":"2"}]}}}"#;
-    let sql = "foreach payload.sensors.collection.info as info do info.cmd as msg_type, info.name as name \
-               incase is_not_null(info.cmd) from \"t/#\" where payload.sensors.page = '2'";
+    let sql = "foreach json_decode(payload) as p, p.sensors as s, s.collection as c, c.info as info \
+               do info.cmd as msg_type, info.name as name \
+               incase is_not_null(info.cmd) from \"t/#\" where s.page = '2' ";
     assert_eq!(
         foreach(sql, publish("t/a", payload)),
         vec![
@@ -531,8 +554,203 @@ fn suite_foreach_where_on_the_collection() {
             json!({"msg_type": "2", "name": null})
         ]
     );
-    let sql3 = sql.replace("'2'", "'3'");
-    assert_eq!(sqltest(&sql3, publish("t/a", payload)).unwrap(), None);
+    let sql2 = sql.replace("'2'", "'3'");
+    assert_eq!(sqltest(&sql2, publish("t/a", payload)).unwrap(), None);
+
+    let payload = r#"{"sensors": {"page": 2, "collection": {"info":["haha", {"name":"cmd1", "cmd":"1"}]}}}"#;
+    let coll = json!({"info": ["haha", {"name": "cmd1", "cmd": "1"}]});
+    let sql = "foreach json_decode(payload) as p, p.sensors as s, s.collection as c, c.info as info \
+               do info.cmd as msg_type, info.name as name, s, c \
+               incase is_map(info) from \"t/#\" where s.page = '2' ";
+    assert_eq!(
+        foreach(sql, publish("t/a", payload)),
+        vec![json!({"msg_type": "1", "name": "cmd1", "s": {"page": 2, "collection": coll}, "c": coll})]
+    );
+    let sql3 = "foreach json_decode(payload) as p, p.sensors as s, s.collection as c, sublist(2,1,c.info) as info \
+                do info.cmd as msg_type, info.name as name from \"t/#\" where s.page = '2' ";
+    assert_eq!(
+        foreach(sql3, publish("t/a", payload)),
+        vec![json!({"msg_type": "1", "name": "cmd1"})]
+    );
+    // Without DO each output has the columns, every FOREACH field and the element.
+    let out = foreach(
+        "foreach payload.data as d, d.sensors as s from \"t/#\"",
+        publish("t/a", r#"{"data": {"sensors": [1, 2]}}"#),
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        pick(&out[1], &["d", "s", "topic"]),
+        json!({"d": {"sensors": [1, 2]}, "s": 2, "topic": "t/a"})
+    );
+}
+
+#[test]
+fn foreach_element_alias_must_be_a_name() {
+    let sql = "FOREACH payload.a AS x.y FROM \"t\"";
+    let Err(RuleSqlError::Compile(e)) = compile_sql(sql) else {
+        panic!("compiled")
+    };
+    assert_eq!(e.kind, CompileErrorKind::BadValue);
+    assert_eq!(
+        e.to_string(),
+        "1:22: the FOREACH element's alias `x.y` must be a plain name, not a path"
+    );
+    // A binding may have a path alias.
+    let out = foreach(
+        "FOREACH payload.a AS x.y, x.y AS e FROM \"t\"",
+        publish("t", r#"{"a": [7]}"#),
+    );
+    assert_eq!(pick(&out[0], &["x", "e"]), json!({"x": {"y": [7]}, "e": 7}));
+}
+
+#[test]
+fn suite_sqlparse_both_string_types_in_from() {
+    let sql = "select clientid, topic as tp from 't/tt', \"$events/client_connected\" ";
+    assert_eq!(
+        select(sql, json!({"topic": "t/tt", "clientid": "abc"})),
+        json!({"clientid": "abc", "tp": "t/tt"})
+    );
+    let sql = "foreach payload.sensors from 't/#', \"$events/client_connected\" ";
+    assert!(foreach(sql, publish("t/a", "{\"sensors\": 1}")).is_empty());
+    // A bare word is a one-level topic (`select * from t` in emqx_rule_engine_api_2_SUITE).
+    assert_eq!(
+        select("select topic from t", json!({"topic": "t"})),
+        json!({"topic": "t"})
+    );
+    assert_eq!(sqltest("select topic from t", json!({"topic": "t/a"})).unwrap(), None);
+}
+
+#[test]
+fn suite_sqlselect_1_path_aliases_last_write_wins() {
+    // t_json_payload_decoding's "last write wins" cases (EMQX matches the maps partially).
+    let o = select(
+        "select payload as p, payload.f as p.answer from \"some/topic\"",
+        publish("some/topic", r#"{"f": 42, "keep": "that?"}"#),
+    );
+    assert_eq!(o["p"]["answer"], json!(42));
+    let o = select(
+        "select payload as p, payload.f as p.jsonlike.f from \"some/topic\"",
+        publish("some/topic", r#"{"jsonlike": "{\"a\":0}", "f": "huh"}"#),
+    );
+    assert_eq!(o["p"]["jsonlike"]["f"], json!("huh"));
+    let o = select(
+        "select payload as p, 42 as p, payload.measurement as p.measurement, 51 as p from \"some/topic\"",
+        publish("some/topic", r#"{"measurement": "temp", "data_type": "FLOAT"}"#),
+    );
+    assert_eq!(o, json!({"p": 51}));
+    let o = select(
+        "select json_decode(payload) as p, payload.a as p.z from \"some/topic\"",
+        publish("some/topic", r#"{"a": 1, "b": "2"}"#),
+    );
+    assert_eq!(o, json!({"p": {"a": 1, "b": "2", "z": 1}}));
+    // Cascaded AS: a path alias is visible to later fields and to WHERE.
+    let sql = "select payload.cmd as cmd, cmd.info as meta.info from \"t/#\" \
+               where cmd.info = 'tt' and meta.info = 'tt'";
+    assert_eq!(
+        select(sql, publish("t/a", r#"{"cmd": {"info": "tt"}}"#)),
+        json!({"cmd": {"info": "tt"}, "meta": {"info": "tt"}})
+    );
+}
+
+#[test]
+fn suite_sqlparse_array_index_2_to_4_path_aliases() {
+    let empty = publish("t/a", "");
+    // `[-0]` appends, `[0]` prepends.
+    assert_eq!(
+        select(
+            "select payload.x as b, 1 as c[-0], 2 as c[-0], b as c[0] from \"t/#\"",
+            json!({"topic": "t/a", "payload": {"x": 0}})
+        ),
+        json!({"b": 0, "c": [0, 1, 2]})
+    );
+    assert_eq!(
+        select(
+            "select [] as c, 1 as c[-0], 2 as c[-0], 0 as c[0] from \"t/#\"",
+            empty.clone()
+        ),
+        json!({"c": [0, 1, 2]})
+    );
+    assert_eq!(
+        select(
+            "select [payload.a, \"topic\", 'c'] as c, 1 as c[-0], 2 as c[-0], 0 as c[0] from \"t/#\"",
+            publish("t/a", "{\"a\":11}")
+        ),
+        json!({"c": [0, 11, "t/a", "c", 1, 2]})
+    );
+    assert_eq!(
+        select(
+            "select [1..4] as c, 5 as c[-0], 6 as c[-0], 0 as c[0] from \"t/#\"",
+            empty.clone()
+        ),
+        json!({"c": [0, 1, 2, 3, 4, 5, 6]})
+    );
+    // `[i]` replaces an element; out of range the list is left as it is.
+    assert_eq!(
+        select(
+            "select [1, 2, 3] as c, 20 as c[2], 30 as c[-1], 99 as c[7] from \"t/#\"",
+            empty.clone()
+        ),
+        json!({"c": [1, 20, 30]})
+    );
+    let ctx = publish("t/a", "{\"x\": [1,{\"y\": [1,2]},3]}");
+    assert_eq!(
+        select("select payload.x[2].y as b.c from \"t/#\"", ctx.clone()),
+        json!({"b": {"c": [1, 2]}})
+    );
+    // Into a list that is not selected: a one-element list.
+    assert_eq!(
+        select("select 0 as payload.x[2].y from \"t/#\"", ctx.clone()),
+        json!({"payload": {"x": [{"y": 0}]}})
+    );
+    assert_eq!(
+        select("select payload.x, 0 as payload.x[2].y from \"t/#\"", ctx),
+        json!({"payload": {"x": [1, {"y": 0}, 3]}})
+    );
+    // t_sqlparse_true_false and t_sqlparse_new_map.
+    assert_eq!(
+        select(
+            "select true as a, false as b, false as x.y, true as c[-0] from \"t/#\"",
+            empty.clone()
+        ),
+        json!({"a": true, "b": false, "x": {"y": false}, "c": [true]})
+    );
+    assert_eq!(
+        select(
+            "select map_new() as a, map_new() as b, map_new() as x.y, map_new() as c[-0] from \"t/#\"",
+            empty
+        ),
+        json!({"a": {}, "b": {}, "x": {"y": {}}, "c": [{}]})
+    );
+}
+
+#[test]
+fn suite_sqlparse_payload_as() {
+    // emqx/emqx#3866: a path alias into the selected payload keeps its other keys.
+    let sql = "SELECT payload, map_get('engineWorkTime', payload.params, -1) as payload.params.engineWorkTime, \
+               map_get('hydOilTem', payload.params, -1) as payload.params.hydOilTem FROM \"t/#\"";
+    let o = select(
+        sql,
+        publish(
+            "t/a",
+            r#"{ "msgId": 1002, "params": { "convertTemp": 20, "engineSpeed": 42, "hydOilTem": 30 } }"#,
+        ),
+    );
+    assert_eq!(
+        o["payload"]["params"],
+        json!({"convertTemp": 20, "engineSpeed": 42, "engineWorkTime": -1, "hydOilTem": 30})
+    );
+    let o = select(
+        sql,
+        publish(
+            "t/a",
+            r#"{ "msgId": 1002, "params": { "convertTemp": 20, "engineSpeed": 42 } }"#,
+        ),
+    );
+    assert_eq!(
+        o["payload"]["params"],
+        json!({"convertTemp": 20, "engineSpeed": 42, "engineWorkTime": -1, "hydOilTem": -1})
+    );
+    assert_eq!(o["payload"]["msgId"], json!(1002));
 }
 
 #[test]
@@ -594,6 +812,31 @@ fn suite_sqlparse_array_index() {
         select("select payload.x[2].y as b from \"t/#\"", ctx),
         json!({"b": [1, 2]})
     );
+}
+
+#[test]
+fn index_read_from_a_name_or_path() {
+    // rulesql's `index_ref -> '[' name_or_path_ref ']'`.
+    let ctx = publish(
+        "t/a",
+        r#"{"list": [{"n": "a"}, {"n": "b"}, {"n": "c"}], "i": 2, "j": -1, "s": "x"}"#,
+    );
+    let o = select(
+        "select payload.list[payload.i].n as b, payload.list[payload.j].n as c, 1 as k, payload.list[k] as first, \
+         payload.list[payload.s] as by_string, payload.list[nothing] as by_null, payload.list[+3].n as plus \
+         from \"t/#\"",
+        ctx,
+    );
+    assert_eq!(
+        o,
+        json!({"b": "b", "c": "c", "k": 1, "first": {"n": "a"}, "by_string": null, "by_null": null, "plus": "c"})
+    );
+    // In FOREACH, the element can index too.
+    let out = foreach(
+        "foreach payload.idx as i do payload.names[i] as name from \"t/#\"",
+        publish("t/a", r#"{"idx": [2, 1], "names": ["x", "y"]}"#),
+    );
+    assert_eq!(out, vec![json!({"name": "y"}), json!({"name": "x"})]);
 }
 
 #[test]

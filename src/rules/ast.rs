@@ -114,21 +114,28 @@ pub struct Statement {
 pub enum StatementKind {
     /// `SELECT fields`.
     Select { fields: Vec<Field> },
-    /// `FOREACH expr [AS alias] [DO do_fields] [INCASE incase]`. An empty `do_fields` means no
-    /// `DO` clause (each element is output as it is).
+    /// `FOREACH [bindings,] expr [AS alias] [DO do_fields] [INCASE incase]`. `bindings` are the
+    /// fields before the last one (`FOREACH payload.data AS d, d.sensors AS s ...`): each is
+    /// evaluated in turn and its value, under its alias, is visible to the later fields and
+    /// every other clause. An empty `do_fields` means no `DO` clause (each element is output
+    /// with the columns).
     Foreach {
+        bindings: Vec<Field>,
         expr: Expr,
-        alias: Option<Ident>,
+        alias: Option<Alias>,
         do_fields: Vec<Field>,
         incase: Option<Expr>,
     },
 }
 
 impl Statement {
-    /// For `FOREACH`: the name of the current element (`alias`, else [`DEFAULT_ITEM_NAME`]).
+    /// For `FOREACH`: the name of the current element (the alias's root, else
+    /// [`DEFAULT_ITEM_NAME`]).
     pub fn item_name(&self) -> Option<&str> {
         match &self.kind {
-            StatementKind::Foreach { alias, .. } => Some(alias.as_ref().map_or(DEFAULT_ITEM_NAME, |a| a.name.as_str())),
+            StatementKind::Foreach { alias, .. } => {
+                Some(alias.as_ref().map_or(DEFAULT_ITEM_NAME, |a| a.root.name.as_str()))
+            }
             StatementKind::Select { .. } => None,
         }
     }
@@ -147,14 +154,16 @@ impl Statement {
         match &mut self.kind {
             StatementKind::Select { fields } => fields.iter_mut().for_each(Field::clear_spans),
             StatementKind::Foreach {
+                bindings,
                 expr,
                 alias,
                 do_fields,
                 incase,
             } => {
+                bindings.iter_mut().for_each(Field::clear_spans);
                 expr.clear_spans();
                 if let Some(a) = alias {
-                    a.span = Span::default();
+                    a.clear_spans();
                 }
                 do_fields.iter_mut().for_each(Field::clear_spans);
                 if let Some(e) = incase {
@@ -187,7 +196,7 @@ pub enum Field {
     /// `expr [AS alias]` (`AS` is optional in the source).
     Expr {
         expr: Expr,
-        alias: Option<Ident>,
+        alias: Option<Alias>,
         span: Span,
     },
     /// `*`: every column of the input.
@@ -208,12 +217,62 @@ impl Field {
                 *span = Span::default();
                 expr.clear_spans();
                 if let Some(a) = alias {
-                    a.span = Span::default();
+                    a.clear_spans();
                 }
             }
             Field::Star { span } => *span = Span::default(),
         }
     }
+}
+
+/// Where a field's value goes in the output: `AS name`, or a path into a nested map or list
+/// (`AS a.b`, `AS a[1]`, `AS a[-0]`), as EMQX's `nested_put`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    pub root: Ident,
+    pub segments: Vec<AliasSegment>,
+    pub span: Span,
+}
+
+impl Alias {
+    /// A plain-name alias.
+    pub fn name(name: Ident) -> Self {
+        let span = name.span;
+        Alias {
+            root: name,
+            segments: Vec::new(),
+            span,
+        }
+    }
+
+    /// The name, when the alias is a plain name (no path).
+    pub fn as_name(&self) -> Option<&str> {
+        self.segments.is_empty().then_some(self.root.name.as_str())
+    }
+
+    fn clear_spans(&mut self) {
+        self.span = Span::default();
+        self.root.span = Span::default();
+        for s in &mut self.segments {
+            match s {
+                AliasSegment::Key(i) => i.span = Span::default(),
+                AliasSegment::Index { span, .. } | AliasSegment::Append { span } => *span = Span::default(),
+            }
+        }
+    }
+}
+
+/// One step of an [`Alias`] path after its root.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AliasSegment {
+    /// `.key`, `."key"`, `.'key'` or `.1`: a map key.
+    Key(Ident),
+    /// `[i]`: replaces the `i`th element (1-based; negative counts from the end). `[0]` puts
+    /// the value in front of the list (EMQX's `head`).
+    Index { index: i64, span: Span },
+    /// `[-0]`: appends the value to the list (EMQX's `tail`).
+    Append { span: Span },
 }
 
 /// A prefix operator.
@@ -321,13 +380,18 @@ pub enum PathSegment {
     Index { index: i64, span: Span },
     /// `[start..end]`: the sub-list from `start` to `end`, both included, 1-based.
     Range { start: i64, end: i64, span: Span },
+    /// `[name]` or `[a.b]`: an index read from a column or an alias (`payload.list[i]`). A
+    /// value that is not an integer indexes nothing.
+    Dynamic { index: Box<Path>, span: Span },
 }
 
 impl PathSegment {
     pub fn span(&self) -> Span {
         match self {
             PathSegment::Name(i) | PathSegment::Quoted(i) => i.span,
-            PathSegment::Index { span, .. } | PathSegment::Range { span, .. } => *span,
+            PathSegment::Index { span, .. } | PathSegment::Range { span, .. } | PathSegment::Dynamic { span, .. } => {
+                *span
+            }
         }
     }
 
@@ -335,6 +399,10 @@ impl PathSegment {
         match self {
             PathSegment::Name(i) | PathSegment::Quoted(i) => i.span = Span::default(),
             PathSegment::Index { span, .. } | PathSegment::Range { span, .. } => *span = Span::default(),
+            PathSegment::Dynamic { index, span } => {
+                *span = Span::default();
+                index.clear_spans();
+            }
         }
     }
 }
@@ -346,6 +414,14 @@ pub struct Path {
     pub root: Ident,
     pub segments: Vec<PathSegment>,
     pub span: Span,
+}
+
+impl Path {
+    fn clear_spans(&mut self) {
+        self.span = Span::default();
+        self.root.span = Span::default();
+        self.segments.iter_mut().for_each(PathSegment::clear_spans);
+    }
 }
 
 /// An expression.
@@ -434,11 +510,7 @@ impl Expr {
                 *span = Span::default();
                 items.iter_mut().for_each(Expr::clear_spans);
             }
-            Expr::Path(p) => {
-                p.span = Span::default();
-                p.root.span = Span::default();
-                p.segments.iter_mut().for_each(PathSegment::clear_spans);
-            }
+            Expr::Path(p) => p.clear_spans(),
             Expr::Call { name, args, span } => {
                 *span = Span::default();
                 name.span = Span::default();
@@ -549,12 +621,17 @@ impl Display for Statement {
                 write_list(f, fields)?;
             }
             StatementKind::Foreach {
+                bindings,
                 expr,
                 alias,
                 do_fields,
                 incase,
             } => {
-                write!(f, "FOREACH {expr}")?;
+                f.write_str("FOREACH ")?;
+                for b in bindings {
+                    write!(f, "{b}, ")?;
+                }
+                write!(f, "{expr}")?;
                 if let Some(a) = alias {
                     write!(f, " AS {a}")?;
                 }
@@ -607,6 +684,25 @@ impl Display for Field {
     }
 }
 
+impl Display for Alias {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.root)?;
+        for s in &self.segments {
+            match s {
+                // After a dot keywords are plain keys, so only the word shape matters.
+                AliasSegment::Key(i) if is_word(&i.name) => write!(f, ".{}", i.name)?,
+                AliasSegment::Key(i) => {
+                    f.write_char('.')?;
+                    write_quoted(f, '"', &i.name)?;
+                }
+                AliasSegment::Index { index, .. } => write!(f, "[{index}]")?,
+                AliasSegment::Append { .. } => f.write_str("[-0]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Display for PathSegment {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
@@ -622,6 +718,7 @@ impl Display for PathSegment {
             }
             PathSegment::Index { index, .. } => write!(f, "[{index}]"),
             PathSegment::Range { start, end, .. } => write!(f, "[{start}..{end}]"),
+            PathSegment::Dynamic { index, .. } => write!(f, "[{index}]"),
         }
     }
 }

@@ -14,7 +14,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::ast::{BinaryOp, Expr, Field, FromSource, Path, PathSegment, Span, Statement, StatementKind, UnaryOp};
+use super::ast::{
+    Alias, AliasSegment, BinaryOp, Expr, Field, FromSource, Path, PathSegment, Span, Statement, StatementKind, UnaryOp,
+};
 use super::events::{self, EventKind, Trigger, BRIDGE_TOPIC_PREFIX, EVENT_TOPIC_PREFIX, UNSUPPORTED_EVENT_TOPICS};
 use super::functions::{self, FnDef};
 use super::parse::{self, ParseError};
@@ -222,6 +224,8 @@ pub(crate) enum Plan {
         fields: Vec<FieldPlan>,
     },
     Foreach {
+        /// The fields before the collection, evaluated in turn into the FOREACH-selected map.
+        bindings: Vec<FieldPlan>,
         expr: Node,
         /// Where the collection goes in the FOREACH-selected map.
         key: OutKey,
@@ -244,7 +248,8 @@ pub(crate) enum FieldPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum OutKey {
     Name(Arc<str>),
-    /// An unaliased path (`payload.x[2].y`): a nested put, as EMQX does.
+    /// A path alias (`AS a.b[1]`) or an unaliased path (`payload.x[2].y`): a nested put, as
+    /// EMQX does.
     Path {
         root: Arc<str>,
         segs: Vec<KeySeg>,
@@ -254,7 +259,10 @@ pub(crate) enum OutKey {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum KeySeg {
     Key(Arc<str>),
+    /// 1-based, negative from the end; 0 puts the value in front of the list.
     Index(i64),
+    /// `[-0]`: appends to the list.
+    Append,
 }
 
 /// An expression node, with its span for error reports.
@@ -296,11 +304,13 @@ pub(crate) enum NodeKind {
     List(Vec<Node>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Seg {
     Key(Arc<str>),
     Index(i64),
     Range(i64, i64),
+    /// `[name]`: the index is the value of a path, read when the path is.
+    Dynamic(Box<Node>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +490,7 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
             fields: c.fields(fields)?,
         },
         StatementKind::Foreach {
+            bindings,
             expr,
             alias,
             do_fields,
@@ -489,11 +500,21 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
             if over_payload {
                 c.reads_payload = true;
             }
+            // The alias names each element, so it must be a plain name (EMQX would key the
+            // elements by a path, which no expression can read).
+            if let Some(a) = alias.as_ref().filter(|a| a.as_name().is_none()) {
+                return Err(CompileError::new(
+                    CompileErrorKind::BadValue,
+                    format!("the FOREACH element's alias `{a}` must be a plain name, not a path"),
+                    a.span,
+                ));
+            }
             let key = match alias {
-                Some(a) => OutKey::Name(Arc::from(a.name.as_str())),
+                Some(a) => alias_key(a),
                 None => out_key(expr),
             };
             Plan::Foreach {
+                bindings: c.fields(bindings)?,
                 expr: c.expr(expr)?,
                 key,
                 item: Arc::from(stmt.item_name().unwrap_or(super::ast::DEFAULT_ITEM_NAME)),
@@ -540,7 +561,7 @@ impl Compiler<'_> {
                 Field::Expr { expr, alias, .. } => Ok(FieldPlan::Expr {
                     node: self.expr(expr)?,
                     key: match alias {
-                        Some(a) => OutKey::Name(Arc::from(a.name.as_str())),
+                        Some(a) => alias_key(a),
                         None => out_key(expr),
                     },
                 }),
@@ -671,12 +692,14 @@ impl Compiler<'_> {
             segs: p
                 .segments
                 .iter()
-                .filter_map(|s| match s {
-                    PathSegment::Name(i) | PathSegment::Quoted(i) => Some(Seg::Key(Arc::from(i.name.as_str()))),
-                    PathSegment::Index { index, .. } => Some(Seg::Index(*index)),
-                    PathSegment::Range { start, end, .. } => Some(Seg::Range(*start, *end)),
-                    #[allow(unreachable_patterns)] // `PathSegment` is non_exhaustive
-                    _ => None,
+                .map(|s| match s {
+                    PathSegment::Name(i) | PathSegment::Quoted(i) => Seg::Key(Arc::from(i.name.as_str())),
+                    PathSegment::Index { index, .. } => Seg::Index(*index),
+                    PathSegment::Range { start, end, .. } => Seg::Range(*start, *end),
+                    PathSegment::Dynamic { index, .. } => Seg::Dynamic(Box::new(Node {
+                        kind: self.path(index),
+                        span: index.span,
+                    })),
                 })
                 .collect(),
         }
@@ -797,6 +820,24 @@ fn range_literal(start: i64, end: i64, span: Span) -> Result<Value, CompileError
         Vec::new()
     };
     Ok(Value::Array(Arc::new(items)))
+}
+
+/// The output key of `AS alias`: a name, or a nested put for a path.
+fn alias_key(a: &Alias) -> OutKey {
+    let root = Arc::from(a.root.name.as_str());
+    if a.segments.is_empty() {
+        return OutKey::Name(root);
+    }
+    let segs = a
+        .segments
+        .iter()
+        .map(|s| match s {
+            AliasSegment::Key(i) => KeySeg::Key(Arc::from(i.name.as_str())),
+            AliasSegment::Index { index, .. } => KeySeg::Index(*index),
+            AliasSegment::Append { .. } => KeySeg::Append,
+        })
+        .collect();
+    OutKey::Path { root, segs }
 }
 
 /// The output key of an unaliased field (EMQX's `alias/2`): a path is a nested key (up to any

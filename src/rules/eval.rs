@@ -2,12 +2,15 @@
 //!
 //! - `SELECT` builds one output map, field by field. A field sees the fields before it (EMQX
 //!   looks names up in the output so far, then in the columns), so aliases work in later
-//!   fields and in `WHERE`. `*` copies every column. An unaliased path is a nested key
-//!   (`SELECT payload.x` gives `{"payload": {"x": ...}}`).
+//!   fields and in `WHERE`. `*` copies every column. An unaliased path, and a path alias, is
+//!   a nested key (`SELECT payload.x` gives `{"payload": {"x": ...}}`, `SELECT 1 AS a.b[-0]`
+//!   gives `{"a": {"b": [1]}}`; `[0]` prepends, `[-0]` appends, `[i]` replaces).
 //! - `WHERE` false (or `null`) means no output.
-//! - `FOREACH expr [AS name] [DO fields] [INCASE cond]` yields one output per element of the
-//!   array `expr` gives (a non-array gives none). Without `DO`, each output is all the columns,
-//!   the FOREACH field and `name: element`; with `DO`, just the `DO` fields.
+//! - `FOREACH [fields,] expr [AS name] [DO fields] [INCASE cond]` yields one output per element
+//!   of the array `expr` gives (a non-array gives none). The fields before `expr` are evaluated
+//!   first, like SELECT fields, and are visible to everything after them. Without `DO`, each
+//!   output is all the columns, the FOREACH fields and `name: element`; with `DO`, just the
+//!   `DO` fields.
 //! - The payload stays the raw string unless a path reads into it: then it is JSON-decoded,
 //!   once per message, and the decoded value is shared by every rule evaluated on the same
 //!   [`EvalInput`]. A payload that is not JSON fails such a rule (EMQX's `decode_json_failed`).
@@ -227,6 +230,7 @@ impl CompiledRule {
                 })
             }
             Plan::Foreach {
+                bindings,
                 expr,
                 key,
                 item,
@@ -234,7 +238,12 @@ impl CompiledRule {
                 do_fields,
                 incase,
             } => {
-                let mut selected = Map::default();
+                // The fields before the collection, each seeing the ones before it.
+                let mut selected = if bindings.is_empty() {
+                    Map::default()
+                } else {
+                    cx.select(bindings, Clause::Foreach, None, None)?
+                };
                 let scope = Scope {
                     clause: Clause::Foreach,
                     action: Some(&selected),
@@ -422,6 +431,21 @@ impl Cx<'_> {
         let err = |kind| self.error(scope.clause, node.span, kind);
         match &node.kind {
             NodeKind::Const(v) => Ok(v.clone()),
+            NodeKind::Path { root, payload, segs } if segs.iter().any(|s| matches!(s, Seg::Dynamic(_))) => {
+                // `a[i]`: read each index first. Only an integer indexes (EMQX's `getnth`
+                // finds nothing for anything else), and 0 finds nothing.
+                let mut resolved = Vec::with_capacity(segs.len());
+                for s in segs {
+                    resolved.push(match s {
+                        Seg::Dynamic(index) => match self.eval(index, scope)? {
+                            Value::Int(i) => Seg::Index(i),
+                            _ => Seg::Index(0),
+                        },
+                        other => other.clone(),
+                    });
+                }
+                self.path(root, *payload, &resolved, scope, node.span)
+            }
             NodeKind::Path { root, payload, segs } => self.path(root, *payload, segs, scope, node.span),
             NodeKind::List(items) => {
                 let values = items
@@ -694,6 +718,8 @@ fn traverse(v: &Value, segs: &[Seg]) -> Result<Value, EvalErrorKind> {
                 Value::Array(a) => Some(Cow::Owned(range_get(a, *b, *e)?)),
                 other => return Err(EvalErrorKind::RangeOfNonList(other.type_name())),
             },
+            // Resolved before the walk (`Cx::eval`); never indexes here.
+            Seg::Dynamic(_) => None,
         };
         match next {
             Some(n) => cur = n,
@@ -794,14 +820,18 @@ fn put_into(cur: Value, segs: &[KeySeg], v: Value) -> Value {
             Value::Map(Arc::new(m))
         }
         KeySeg::Index(i) => match cur {
+            // `[0]`: EMQX's `head`, in front of the list.
+            Value::Array(a) if *i == 0 => {
+                let mut a = Arc::unwrap_or_clone(a);
+                a.insert(0, put_into(Value::Null, rest, v));
+                Value::Array(Arc::new(a))
+            }
             Value::Array(a) => {
                 let mut a = Arc::unwrap_or_clone(a);
                 let len = a.len() as i64;
-                let idx = match *i {
-                    i if i > 0 => i - 1,
-                    i => len + i,
-                };
-                if *i != 0 && (0..len).contains(&idx) {
+                let idx = if *i > 0 { *i - 1 } else { len + *i };
+                // Out of range: the list is left as it is (EMQX's `setnth`).
+                if (0..len).contains(&idx) {
                     let slot = &mut a[idx as usize];
                     let old = std::mem::take(slot);
                     *slot = put_into(old, rest, v);
@@ -811,6 +841,15 @@ fn put_into(cur: Value, segs: &[KeySeg], v: Value) -> Value {
             // EMQX's `setnth` on a non-list: a one-element list.
             _ => Value::Array(Arc::new(vec![put_into(Value::Null, rest, v)])),
         },
+        // `[-0]`: EMQX's `tail`, at the end of the list.
+        KeySeg::Append => {
+            let mut a = match cur {
+                Value::Array(a) => Arc::unwrap_or_clone(a),
+                _ => Vec::new(),
+            };
+            a.push(put_into(Value::Null, rest, v));
+            Value::Array(Arc::new(a))
+        }
     }
 }
 

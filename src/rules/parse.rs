@@ -12,7 +12,8 @@ use pest::iterators::Pair;
 use pest::Parser as _;
 
 use super::ast::{
-    BinaryOp, Expr, Field, FromSource, Ident, Location, Path, PathSegment, Span, Statement, StatementKind, UnaryOp,
+    Alias, AliasSegment, BinaryOp, Expr, Field, FromSource, Ident, Location, Path, PathSegment, Span, Statement,
+    StatementKind, UnaryOp,
 };
 
 mod grammar {
@@ -316,8 +317,9 @@ fn rule_label(rule: Rule) -> Option<(u8, &'static str)> {
         R::kw_then => (6, "THEN"),
         R::kw_else | R::else_clause => (7, "ELSE"),
         R::kw_end => (8, "END"),
-        R::topic => (9, "a topic filter in double quotes"),
+        R::topic_quoted | R::topic_single | R::topic_word => (9, "a topic filter in quotes"),
         R::field_list | R::field => (10, "a field or '*'"),
+        R::foreach_binding => (11, "an expression"),
         R::star => (10, "'*'"),
         R::expr
         | R::and_expr
@@ -342,7 +344,8 @@ fn rule_label(rule: Rule) -> Option<(u8, &'static str)> {
         | R::neg_op
         | R::plus_op
         | R::not_op => (11, "an expression"),
-        R::ident | R::quoted_name | R::func_name => (12, "a name"),
+        R::ident | R::quoted_name | R::func_name | R::alias_path => (12, "a name"),
+        R::index_int => (12, "an integer"),
         R::key_word | R::key_string | R::key_digits => (13, "a key"),
         R::comma => (14, "','"),
         R::rparen => (15, "')'"),
@@ -434,7 +437,15 @@ struct Builder<'a> {
 
 type Result<T, E = ParseError> = std::result::Result<T, E>;
 
-type ForeachParts = (Expr, Option<Ident>, Vec<Field>, Option<Expr>);
+/// FOREACH's bindings, expression, alias, DO fields and INCASE condition.
+#[derive(Default)]
+struct ForeachParts {
+    bindings: Vec<Field>,
+    expr: Option<Expr>,
+    alias: Option<Alias>,
+    do_fields: Vec<Field>,
+    incase: Option<Expr>,
+}
 
 /// Punctuation pairs, which carry nothing once parsed.
 fn is_punct(rule: Rule) -> bool {
@@ -482,45 +493,52 @@ impl Builder<'_> {
         let mut kind = None;
         let mut from = Vec::new();
         let mut where_ = None;
-        // FOREACH's expression, alias, DO fields and INCASE condition.
         let mut foreach: Option<ForeachParts> = None;
         for child in self.children(&stmt) {
             match child.as_rule() {
-                Rule::kw_select | Rule::kw_foreach => {}
+                Rule::kw_select => {}
+                Rule::kw_foreach => foreach = Some(ForeachParts::default()),
                 Rule::field_list => {
                     kind = Some(StatementKind::Select {
                         fields: self.fields(&child)?,
                     })
                 }
-                Rule::expr => foreach = Some((self.expr(child, 1)?, None, Vec::new(), None)),
+                Rule::foreach_binding => {
+                    let binding = self.field(&child)?;
+                    self.foreach_part(&mut foreach, &child)?.bindings.push(binding);
+                }
+                Rule::expr => {
+                    let expr = self.expr(child.clone(), 1)?;
+                    self.foreach_part(&mut foreach, &child)?.expr = Some(expr);
+                }
                 Rule::alias => {
-                    let item = foreach
-                        .as_mut()
-                        .ok_or_else(|| self.unexpected(&child, "alias before FOREACH"))?;
-                    item.1 = Some(self.alias(&child)?);
+                    let alias = self.alias(&child)?;
+                    self.foreach_part(&mut foreach, &child)?.alias = Some(alias);
                 }
                 Rule::do_clause => {
-                    let item = foreach
-                        .as_mut()
-                        .ok_or_else(|| self.unexpected(&child, "DO before FOREACH"))?;
                     let list = self
                         .children(&child)
                         .into_iter()
                         .find(|p| p.as_rule() == Rule::field_list)
                         .ok_or_else(|| self.unexpected(&child, "DO without fields"))?;
-                    item.2 = self.fields(&list)?;
+                    let fields = self.fields(&list)?;
+                    self.foreach_part(&mut foreach, &child)?.do_fields = fields;
                 }
                 Rule::incase_clause => {
-                    let item = foreach
-                        .as_mut()
-                        .ok_or_else(|| self.unexpected(&child, "INCASE before FOREACH"))?;
-                    item.3 = Some(self.clause_expr(&child)?);
+                    let cond = self.clause_expr(&child)?;
+                    self.foreach_part(&mut foreach, &child)?.incase = Some(cond);
                 }
                 Rule::from_clause => {
-                    for topic in self.children(&child).into_iter().filter(|p| p.as_rule() == Rule::topic) {
-                        let text = self.first(&topic, "topic text")?;
+                    for topic in self.children(&child) {
+                        let (text, quote) = match topic.as_rule() {
+                            Rule::kw_from => continue,
+                            Rule::topic_quoted => (self.first(&topic, "topic text")?.as_str(), Some('"')),
+                            Rule::topic_single => (self.first(&topic, "topic text")?.as_str(), Some('\'')),
+                            Rule::topic_word => (topic.as_str(), None),
+                            _ => return Err(self.unexpected(&topic, "FROM topic")),
+                        };
                         from.push(FromSource {
-                            topic: unquote(text.as_str(), '"'),
+                            topic: quote.map_or_else(|| text.to_owned(), |q| unquote(text, q)),
                             span: self.span(&topic),
                         });
                     }
@@ -529,12 +547,16 @@ impl Builder<'_> {
                 _ => return Err(self.unexpected(&child, "statement part")),
             }
         }
-        if let Some((expr, alias, do_fields, incase)) = foreach {
+        if let Some(parts) = foreach {
+            let expr = parts
+                .expr
+                .ok_or_else(|| self.unexpected(&stmt, "FOREACH without expression"))?;
             kind = Some(StatementKind::Foreach {
+                bindings: parts.bindings,
                 expr,
-                alias,
-                do_fields,
-                incase,
+                alias: parts.alias,
+                do_fields: parts.do_fields,
+                incase: parts.incase,
             });
         }
         let kind = kind.ok_or_else(|| self.unexpected(&stmt, "no SELECT fields or FOREACH expression"))?;
@@ -547,6 +569,17 @@ impl Builder<'_> {
             where_,
             span,
         })
+    }
+
+    /// The FOREACH parts being collected (an internal error outside FOREACH).
+    fn foreach_part<'f>(
+        &self,
+        foreach: &'f mut Option<ForeachParts>,
+        pair: &Pair<'_, Rule>,
+    ) -> Result<&'f mut ForeachParts> {
+        foreach
+            .as_mut()
+            .ok_or_else(|| self.unexpected(pair, "FOREACH part outside FOREACH"))
     }
 
     /// The expression of `WHERE expr` or `INCASE expr`.
@@ -574,13 +607,38 @@ impl Builder<'_> {
         Ok(Field::Expr { expr, alias, span })
     }
 
-    fn alias(&self, pair: &Pair<'_, Rule>) -> Result<Ident> {
-        let name = self
+    fn alias(&self, pair: &Pair<'_, Rule>) -> Result<Alias> {
+        let path = self
             .children(pair)
             .into_iter()
-            .find(|p| p.as_rule() != Rule::kw_as)
+            .find(|p| p.as_rule() == Rule::alias_path)
             .ok_or_else(|| self.unexpected(pair, "alias without name"))?;
-        self.name(&name)
+        let mut children = self.children(&path).into_iter();
+        let root = children
+            .next()
+            .ok_or_else(|| self.unexpected(&path, "alias without root"))?;
+        let root = self.name(&root)?;
+        let segments = children
+            .map(|seg| match seg.as_rule() {
+                Rule::alias_index => {
+                    let int = self.first(&seg, "index")?;
+                    let index = self.int(&int)?;
+                    let span = self.span(&seg);
+                    // `[-0]` appends, `[0]` prepends (EMQX's `tail` and `head`).
+                    if index == 0 && int.as_str().starts_with('-') {
+                        Ok(AliasSegment::Append { span })
+                    } else {
+                        Ok(AliasSegment::Index { index, span })
+                    }
+                }
+                _ => self.name(&seg).map(AliasSegment::Key),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Alias {
+            root,
+            segments,
+            span: self.span(&path),
+        })
     }
 
     /// An `ident` or `quoted_name` pair.
@@ -893,6 +951,10 @@ impl Builder<'_> {
                         span: self.span(&seg),
                     })
                 }
+                Rule::var_index_seg => Ok(PathSegment::Dynamic {
+                    index: Box::new(self.path(&self.first(&seg, "index path")?)?),
+                    span: self.span(&seg),
+                }),
                 _ => Err(self.unexpected(&seg, "path segment")),
             })
             .collect::<Result<_>>()?;

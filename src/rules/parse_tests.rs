@@ -152,9 +152,30 @@ fn list(items: Vec<Expr>) -> Expr {
 fn field(expr: Expr, alias: Option<&str>) -> Field {
     Field::Expr {
         expr,
-        alias: alias.map(id),
+        alias: alias.map(|a| Alias::name(id(a))),
         span: d(),
     }
+}
+
+/// A path alias: `root` then its segments.
+fn alias_path(root: &str, segments: Vec<AliasSegment>) -> Alias {
+    Alias {
+        root: id(root),
+        segments,
+        span: d(),
+    }
+}
+
+fn akey(name: &str) -> AliasSegment {
+    AliasSegment::Key(id(name))
+}
+
+fn aindex(index: i64) -> AliasSegment {
+    AliasSegment::Index { index, span: d() }
+}
+
+fn append() -> AliasSegment {
+    AliasSegment::Append { span: d() }
 }
 
 fn topics(s: &Statement) -> Vec<&str> {
@@ -230,8 +251,9 @@ fn foreach_with_alias_do_incase() {
     assert_eq!(
         s.kind,
         StatementKind::Foreach {
+            bindings: vec![],
             expr: p("payload.sensors"),
-            alias: Some(id("e")),
+            alias: Some(Alias::name(id("e"))),
             do_fields: vec![field(p("e.name"), None), field(p("e.idx"), None)],
             incase: Some(bin(Ge, p("e.idx"), int(1))),
         }
@@ -295,8 +317,8 @@ fn case_forms() {
         }
     );
     let s = ok(r#"SELECT CASE WHEN a THEN 1 ELSE 2 END AS x, CASE WHEN b THEN 1 END y FROM "t""#).without_spans();
-    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.name == "x"));
-    assert!(matches!(&fields(&s)[1], Field::Expr { alias: Some(a), .. } if a.name == "y"));
+    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.as_name() == Some("x")));
+    assert!(matches!(&fields(&s)[1], Field::Expr { alias: Some(a), .. } if a.as_name() == Some("y")));
     // CASE nests in arguments and in arithmetic.
     round_trip(r#"SELECT str(CASE WHEN a THEN 1 ELSE CASE b WHEN 1 THEN 2 END END) + 'x' FROM "t""#);
     assert_eq!(err(r#"SELECT CASE END FROM "t""#).expected, ["WHEN", "an expression"]);
@@ -548,6 +570,32 @@ fn paths() {
     assert_eq!(expr("\"my var\".x"), path("my var", vec![key("x")]));
     assert_eq!(expr("a$b@c~d"), p("a$b@c~d"));
     assert_eq!(expr("_private"), p("_private"));
+    // rulesql's `index_ref`: `[+1]`, and an index read from a name or a path.
+    assert_eq!(expr("a[+1]"), path("a", vec![index(1)]));
+    let dynamic = |index: Expr| {
+        let Expr::Path(index) = index else { panic!("not a path") };
+        PathSegment::Dynamic {
+            index: Box::new(index),
+            span: d(),
+        }
+    };
+    assert_eq!(expr("a[e]"), path("a", vec![dynamic(p("e"))]));
+    assert_eq!(
+        expr("payload.list[payload.i].name"),
+        path("payload", vec![key("list"), dynamic(p("payload.i")), key("name")])
+    );
+    assert_eq!(
+        expr("a[1][2].b[c[1]]"),
+        path(
+            "a",
+            vec![index(1), index(2), key("b"), dynamic(path("c", vec![index(1)]))]
+        )
+    );
+    assert_eq!(expr("a [ e . f ]").to_string(), "a[e.f]");
+    // Only names and paths: no expressions, no literals other than integers.
+    assert!(parse(r#"SELECT a[1 + 1] FROM "t""#).is_err());
+    assert!(parse(r#"SELECT a['k'] FROM "t""#).is_err());
+    assert!(parse(r#"SELECT a[f(x)] FROM "t""#).is_err());
 }
 
 #[test]
@@ -598,6 +646,113 @@ fn aliases() {
 }
 
 #[test]
+fn path_aliases() {
+    // EMQX's rulesql `AS name_or_path_ref`: emqx_rule_engine_SUITE's t_sqlselect_1 (`as
+    // p.answer`, `as p.jsonlike.f`), t_sqlparse_array_index_2/3/4 (`as c[-0]`, `as c[0]`,
+    // `as b.c`, `as payload.x[2].y`) and rulesql's maps_put tests (`e.f as c.d[1]`).
+    let s = ok(r#"SELECT e AS c.d, e.f as c.d[1], 1 as c[-0], 2 c[0], 3 AS a.'b-c'."d e".1, 4 AS x[-2] FROM "t""#)
+        .without_spans();
+    let aliased = |expr: Expr, alias: Alias| Field::Expr {
+        expr,
+        alias: Some(alias),
+        span: d(),
+    };
+    assert_eq!(
+        fields(&s),
+        [
+            aliased(p("e"), alias_path("c", vec![akey("d")])),
+            aliased(p("e.f"), alias_path("c", vec![akey("d"), aindex(1)])),
+            aliased(int(1), alias_path("c", vec![append()])),
+            aliased(int(2), alias_path("c", vec![aindex(0)])),
+            aliased(int(3), alias_path("a", vec![akey("b-c"), akey("d e"), akey("1")])),
+            aliased(int(4), alias_path("x", vec![aindex(-2)])),
+        ]
+    );
+    assert_eq!(
+        round_trip(r#"SELECT 0 as payload.x[2].y, 1 c[-0], 2 AS c[0], 3 AS a.'b-c'.from.1 FROM "t""#),
+        r#"SELECT 0 AS payload.x[2].y, 1 AS c[-0], 2 AS c[0], 3 AS a."b-c".from."1" FROM "t""#
+    );
+    // The alias's span covers the whole path.
+    let s = ok(r#"SELECT 1 AS a.b[2] FROM "t""#);
+    let [Field::Expr { alias: Some(a), .. }] = fields(&s) else {
+        panic!("no alias")
+    };
+    assert_eq!((at(a.span.start), at(a.span.end)), (loc(1, 13), loc(1, 19)));
+    assert_eq!(a.as_name(), None);
+    assert_eq!(a.to_string(), "a.b[2]");
+    // CASE takes a path alias too.
+    let s = ok(r#"SELECT CASE WHEN a THEN 1 END AS x.y FROM "t""#).without_spans();
+    assert!(matches!(&fields(&s)[0], Field::Expr { alias: Some(a), .. } if a.to_string() == "x.y"));
+    // Not a range, not an expression index, nothing after a dot but a key.
+    assert_eq!(
+        err(r#"SELECT 1 AS a[1..2] FROM "t""#).message,
+        "expected ']', found `..`"
+    );
+    assert!(parse(r#"SELECT 1 AS a[b] FROM "t""#).is_err());
+    assert_eq!(err(r#"SELECT 1 AS a., b FROM "t""#).expected, ["a name", "a key"]);
+    // After a dot a keyword is a key, in aliases as in paths.
+    assert_eq!(
+        err(r#"SELECT 1 AS a. FROM "t""#).message,
+        "expected FROM or ',', found `\"t\"`"
+    );
+    assert_eq!(err(r#"SELECT 1 AS a.[1] FROM "t""#).expected, ["a name", "a key"]);
+    assert_eq!(
+        err(r#"SELECT 1 AS a[99999999999999999999] FROM "t""#).kind,
+        ParseErrorKind::NumberOutOfRange
+    );
+}
+
+#[test]
+fn foreach_bindings() {
+    // "Multiple expressions can be placed in the FOREACH clause as long as the last expression
+    // specifies the array to be traversed" (rule-sql-syntax.md); emqx_rule_engine_SUITE's
+    // t_sqlparse_foreach_7/8.
+    let sql = "foreach json_decode(payload) as p, p.sensors as s, s.collection as c, c.info as info \
+               do info.cmd as msg_type, info.name as name incase is_not_null(info.cmd) from \"t/#\" \
+               where s.page = '2'";
+    let s = ok(sql).without_spans();
+    let StatementKind::Foreach {
+        bindings,
+        expr,
+        alias,
+        do_fields,
+        incase,
+    } = &s.kind
+    else {
+        panic!("not FOREACH")
+    };
+    assert_eq!(
+        bindings,
+        &[
+            field(call("json_decode", vec![p("payload")]), Some("p")),
+            field(p("p.sensors"), Some("s")),
+            field(p("s.collection"), Some("c")),
+        ]
+    );
+    assert_eq!(expr, &p("c.info"));
+    assert_eq!(alias.as_ref().and_then(Alias::as_name), Some("info"));
+    assert_eq!(s.item_name(), Some("info"));
+    assert_eq!(do_fields.len(), 2);
+    assert!(incase.is_some());
+    round_trip(sql);
+    // Bindings need no alias; the last field names the element.
+    let s = ok(r#"FOREACH payload.a, payload.b FROM "t""#).without_spans();
+    assert!(matches!(&s.kind, StatementKind::Foreach { bindings, alias: None, .. } if bindings.len() == 1));
+    assert_eq!(s.item_name(), Some(DEFAULT_ITEM_NAME));
+    assert_eq!(
+        round_trip(r#"foreach payload.d d, d.sensors s from "t""#),
+        r#"FOREACH payload.d AS d, d.sensors AS s FROM "t""#
+    );
+    // `*` is no FOREACH field, and the list cannot end in a comma.
+    assert_eq!(err(r#"FOREACH *, a FROM "t""#).expected, ["an expression"]);
+    assert_eq!(err(r#"FOREACH a, FROM "t""#).expected, ["an expression"]);
+    assert_eq!(
+        err(r#"FOREACH a b c FROM "t""#).message,
+        "expected FROM, DO, INCASE or ',', found `c`"
+    );
+}
+
+#[test]
 fn keywords_are_case_insensitive() {
     let a = ok("select a as b from \"t\" where x and y or not z in (1)").without_spans();
     let b = ok("SELECT a AS b FROM \"t\" WHERE x AND y OR NOT z IN (1)").without_spans();
@@ -645,10 +800,50 @@ fn from_sources() {
         r#"SELECT * FROM "sensors/+/temp", "$events/client_connected", "$events/client/connected", "$bridges/mqtt:my_bridge""#
     );
     assert_eq!(topics(&ok(r#"SELECT * FROM "a""b""#)), ["a\"b"]);
-    let e = err(r#"SELECT * FROM 't/#'"#);
-    assert_eq!(e.message, "expected a topic filter in double quotes, found `'t/#'`");
     assert!(parse(r#"SELECT * FROM "a","#).is_err());
     assert!(parse(r#"SELECT * FROM"#).is_err());
+}
+
+#[test]
+fn from_single_quoted_and_bare_topics() {
+    // EMQX accepts topics in single quotes (emqx_rule_engine_SUITE's
+    // t_sqlparse_both_string_types_in_from; the docs: "enclosed in double quotes or single
+    // quotes") and bare words (`select * from t` in emqx_rule_engine_api_2_SUITE).
+    let s = ok(r#"select clientid, topic as tp from 't/tt', "$events/client_connected" "#);
+    assert_eq!(topics(&s), ["t/tt", "$events/client_connected"]);
+    assert_eq!(
+        (at(s.from[0].span.start), at(s.from[0].span.end)),
+        (loc(1, 35), loc(1, 41))
+    );
+    let s = ok("foreach payload.sensors from 't/#', \"$events/client_connected\" ");
+    assert_eq!(topics(&s), ["t/#", "$events/client_connected"]);
+    assert_eq!(topics(&ok("SELECT * FROM 'it''s/#'")), ["it's/#"]);
+    let s = ok("select * from t, topic_2 where x = 1");
+    assert_eq!(topics(&s), ["t", "topic_2"]);
+    assert_eq!(
+        (at(s.from[1].span.start), at(s.from[1].span.end)),
+        (loc(1, 18), loc(1, 25))
+    );
+    // Printed back in double quotes.
+    assert_eq!(
+        round_trip("SELECT * FROM 't/#', t, \"a\""),
+        r#"SELECT * FROM "t/#", "t", "a""#
+    );
+    // A keyword is not a topic; a bare word cannot hold a `/`.
+    let e = err("SELECT * FROM where");
+    assert_eq!(e.message, "expected a topic filter in quotes, found `where`");
+    assert_eq!(at(e.span.start), loc(1, 15));
+    let e = err("SELECT * FROM t/a");
+    assert_eq!(e.message, "expected WHERE, ',' or end of input, found `/`");
+    assert_eq!(at(e.span.start), loc(1, 16));
+    let e = err("SELECT * FROM 't/#");
+    assert_eq!(
+        (e.kind, e.to_string()),
+        (
+            ParseErrorKind::UnterminatedQuote,
+            "1:15: unterminated string: no closing '".to_owned()
+        )
+    );
 }
 
 #[test]
@@ -833,6 +1028,267 @@ fn error_other_shapes() {
     );
 }
 
+/// Golden syntax errors: the message (with the start of the span) and where the span ends,
+/// for each kind of mistake. A change to any message or position shows up here.
+#[test]
+fn golden_syntax_errors() {
+    let cases: &[(&str, &str, (usize, usize))] = &[
+        ("SELECT", "1:7: expected a field or '*', found end of input", (1, 7)),
+        (
+            r#"SELECT FROM "t""#,
+            "1:8: expected a field or '*', found `FROM`",
+            (1, 12),
+        ),
+        (
+            "SELECT a",
+            "1:9: expected FROM, ',', '(', AS, IN, an operator, AND or OR, found end of input",
+            (1, 9),
+        ),
+        (
+            "SELECT a FROM",
+            "1:14: expected a topic filter in quotes, found end of input",
+            (1, 14),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE"#,
+            "1:24: expected an expression, found end of input",
+            (1, 24),
+        ),
+        (
+            r#"SELECT a, FROM "t""#,
+            "1:11: expected a field or '*', found `FROM`",
+            (1, 15),
+        ),
+        (
+            r#"SELECT a b c FROM "t""#,
+            "1:12: expected FROM or ',', found `c`",
+            (1, 13),
+        ),
+        (
+            r#"SELECT a AS FROM "t""#,
+            "1:13: expected a name, found `FROM`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT a AS b.[1] FROM "t""#,
+            "1:15: expected a name or a key, found `[`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT a AS b[1..2] FROM "t""#,
+            "1:16: expected ']', found `..`",
+            (1, 18),
+        ),
+        (
+            r#"SELECT a AS b[x FROM "t""#,
+            "1:15: expected an integer, found `x`",
+            (1, 16),
+        ),
+        (
+            "SELECT * FROM where",
+            "1:15: expected a topic filter in quotes, found `where`",
+            (1, 20),
+        ),
+        // A bare FROM word is one topic level.
+        (
+            "SELECT * FROM t/a",
+            "1:16: expected WHERE, ',' or end of input, found `/`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT * FROM "t","#,
+            "1:19: expected a topic filter in quotes, found end of input",
+            (1, 19),
+        ),
+        ("SELECT * FROM 't", "1:15: unterminated string: no closing '", (1, 17)),
+        (
+            r#"SELECT * FROM "t"#,
+            r#"1:15: unterminated quoted name or topic: no closing ""#,
+            (1, 17),
+        ),
+        (
+            r#"SELECT 'abc FROM "t""#,
+            "1:8: unterminated string: no closing '",
+            (1, 21),
+        ),
+        (
+            r#"SELECT "abc FROM t"#,
+            r#"1:8: unterminated quoted name or topic: no closing ""#,
+            (1, 19),
+        ),
+        (
+            r#"SELECT f(a, FROM "t""#,
+            "1:13: expected an expression, found `FROM`",
+            (1, 17),
+        ),
+        (
+            r#"SELECT f(a FROM "t""#,
+            "1:12: expected ',', ')', '(', IN, an operator, AND or OR, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT [1, 2 FROM "t""#,
+            "1:14: expected ',', ']', IN, an operator, AND or OR, found `FROM`",
+            (1, 18),
+        ),
+        (
+            r#"SELECT (1 + 2 FROM "t""#,
+            "1:15: expected ')', IN, an operator, AND or OR, found `FROM`",
+            (1, 19),
+        ),
+        (
+            r#"SELECT 1 + FROM "t""#,
+            "1:12: expected an expression, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT a = b = c FROM "t""#,
+            "1:14: expected FROM, ',', '(', AS, an operator, AND or OR, found `=`",
+            (1, 15),
+        ),
+        (
+            r#"SELECT a == b FROM "t""#,
+            "1:11: expected an expression, found `=`",
+            (1, 12),
+        ),
+        (
+            r#"SELECT 1 + NOT a FROM "t""#,
+            "1:12: expected an expression, found `NOT`",
+            (1, 15),
+        ),
+        (r#"SELECT x IN 1 FROM "t""#, "1:13: expected '(', found `1`", (1, 14)),
+        (
+            r#"SELECT x IN () FROM "t""#,
+            "1:14: expected an expression, found `)`",
+            (1, 15),
+        ),
+        (r#"SELECT x NOT 1 FROM "t""#, "1:14: expected IN, found `1`", (1, 15)),
+        (
+            r#"SELECT CASE END FROM "t""#,
+            "1:13: expected WHEN or an expression, found `END`",
+            (1, 16),
+        ),
+        (
+            r#"SELECT CASE WHEN a THEN 1 FROM "t""#,
+            "1:27: expected WHEN, ELSE, END, IN, an operator, AND or OR, found `FROM`",
+            (1, 31),
+        ),
+        (
+            r#"SELECT CASE WHEN a 1 END FROM "t""#,
+            "1:20: expected THEN, '(', IN, an operator, AND or OR, found `1`",
+            (1, 21),
+        ),
+        // After a dot a keyword is a key and `"t"` a quoted alias: `a.b.FROM AS "t"`.
+        (
+            r#"SELECT a.b. FROM "t""#,
+            "1:21: expected FROM or ',', found end of input",
+            (1, 21),
+        ),
+        (
+            r#"SELECT a[ FROM "t""#,
+            "1:11: expected an expression or an integer, found `FROM`",
+            (1, 15),
+        ),
+        (r#"SELECT a[1 + 1] FROM "t""#, "1:12: expected ']', found `+`", (1, 13)),
+        (
+            r#"SELECT 9223372036854775808 FROM "t""#,
+            "1:8: integer 9223372036854775808 does not fit in 64 bits",
+            (1, 27),
+        ),
+        (
+            r#"SELECT 1e999 FROM "t""#,
+            "1:8: number 1e999 is out of range for a float",
+            (1, 13),
+        ),
+        // No hex literals (EMQX reads `0x1F` as `0` aliased `x1F`).
+        (
+            r#"SELECT 0x1F FROM "t""#,
+            "1:8: expected a field or '*', found `0x1F`",
+            (1, 12),
+        ),
+        (
+            r#"SELECT a FROM "t"; DROP"#,
+            "1:18: expected WHERE, ',' or end of input, found `;`",
+            (1, 19),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE b = 'x' AND"#,
+            "1:36: expected an expression, found end of input",
+            (1, 36),
+        ),
+        (
+            r#"FOREACH FROM "t""#,
+            "1:9: expected an expression, found `FROM`",
+            (1, 13),
+        ),
+        (
+            r#"FOREACH a, FROM "t""#,
+            "1:12: expected an expression, found `FROM`",
+            (1, 16),
+        ),
+        (
+            r#"FOREACH a DO FROM "t""#,
+            "1:14: expected a field or '*', found `FROM`",
+            (1, 18),
+        ),
+        (
+            r#"FOREACH a INCASE FROM "t""#,
+            "1:18: expected an expression, found `FROM`",
+            (1, 22),
+        ),
+        (
+            r#"FOREACH a b c FROM "t""#,
+            "1:13: expected FROM, DO, INCASE or ',', found `c`",
+            (1, 14),
+        ),
+        (
+            r#"FOREACH *, a FROM "t""#,
+            "1:9: expected an expression, found `*`",
+            (1, 10),
+        ),
+        (
+            r#"SELEC a FROM "t""#,
+            "1:1: expected SELECT or FOREACH, found `SELEC`",
+            (1, 6),
+        ),
+        (
+            "UPDATE t SET a = 1",
+            "1:1: expected SELECT or FOREACH, found `UPDATE`",
+            (1, 7),
+        ),
+        (
+            r#"SELECT a FROM "t" WHERE a = 1 GROUP BY a"#,
+            "1:31: expected an operator, AND, OR or end of input, found `GROUP`",
+            (1, 36),
+        ),
+        (
+            concat!("SELECT a\n", "FROM \"t\"\n", "WHERE x = = 1"),
+            "3:11: expected an expression, found `=`",
+            (3, 12),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (sql, message, end) in cases {
+        let e = err(sql);
+        let got = (e.to_string(), at(e.span.end));
+        if got != (message.to_string(), *end) {
+            wrong.push(format!("{sql:?}\n  want {message:?} ending at {end:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Rendered with the line and a caret under the span.
+    let sql = "SELECT a,\n  b AS c[1..2]\nFROM \"t\"";
+    assert_eq!(
+        err(sql).render(sql),
+        "2:11: expected ']', found `..`\n  |\n2 |   b AS c[1..2]\n  |           ^^"
+    );
+    let sql = "FOREACH payload.a AS x,\n        x.b AS y,\nFROM 't/#'";
+    assert_eq!(
+        err(sql).render(sql),
+        "3:1: expected an expression, found `FROM`\n  |\n3 | FROM 't/#'\n  | ^^^^"
+    );
+}
+
 #[test]
 fn nesting_limits() {
     let nested = |n: usize| format!("SELECT {}1{} FROM \"t\"", "(".repeat(n), ")".repeat(n));
@@ -949,12 +1405,23 @@ fn text_strategy() -> impl Strategy<Value = String> {
 }
 
 fn segment_strategy() -> impl Strategy<Value = PathSegment> {
-    prop_oneof![
+    let simple = prop_oneof![
         3 => ident_strategy().prop_map(PathSegment::Name),
         1 => ident_strategy().prop_map(PathSegment::Quoted),
         1 => any::<i64>().prop_map(|index| PathSegment::Index { index, span: d() }),
         1 => (any::<i64>(), any::<i64>()).prop_map(|(start, end)| PathSegment::Range { start, end, span: d() }),
-    ]
+    ];
+    let dynamic = (ident_strategy(), prop::collection::vec(simple.clone(), 0..3)).prop_map(|(root, segments)| {
+        PathSegment::Dynamic {
+            index: Box::new(Path {
+                root,
+                segments,
+                span: d(),
+            }),
+            span: d(),
+        }
+    });
+    prop_oneof![6 => simple, 1 => dynamic]
 }
 
 fn leaf_strategy() -> impl Strategy<Value = Expr> {
@@ -998,11 +1465,34 @@ fn expr_strategy() -> impl Strategy<Value = Expr> {
     })
 }
 
+fn alias_segment_strategy() -> impl Strategy<Value = AliasSegment> {
+    prop_oneof![
+        3 => ident_strategy().prop_map(AliasSegment::Key),
+        1 => any::<i64>().prop_map(|index| AliasSegment::Index { index, span: d() }),
+        1 => Just(AliasSegment::Append { span: d() }),
+    ]
+}
+
+fn alias_strategy() -> impl Strategy<Value = Alias> {
+    prop_oneof![
+        3 => ident_strategy().prop_map(Alias::name),
+        1 => (ident_strategy(), prop::collection::vec(alias_segment_strategy(), 1..4))
+            .prop_map(|(root, segments)| Alias { root, segments, span: d() }),
+    ]
+}
+
+fn expr_field_strategy() -> impl Strategy<Value = Field> {
+    (expr_strategy(), prop::option::of(alias_strategy())).prop_map(|(expr, alias)| Field::Expr {
+        expr,
+        alias,
+        span: d(),
+    })
+}
+
 fn field_strategy() -> impl Strategy<Value = Field> {
     prop_oneof![
         1 => Just(Field::Star { span: d() }),
-        5 => (expr_strategy(), prop::option::of(ident_strategy()))
-            .prop_map(|(expr, alias)| Field::Expr { expr, alias, span: d() }),
+        5 => expr_field_strategy(),
     ]
 }
 
@@ -1010,12 +1500,14 @@ fn statement_strategy() -> impl Strategy<Value = Statement> {
     let kind = prop_oneof![
         prop::collection::vec(field_strategy(), 1..4).prop_map(|fields| StatementKind::Select { fields }),
         (
+            prop::collection::vec(expr_field_strategy(), 0..3),
             expr_strategy(),
-            prop::option::of(ident_strategy()),
+            prop::option::of(alias_strategy()),
             prop::collection::vec(field_strategy(), 0..3),
             prop::option::of(expr_strategy()),
         )
-            .prop_map(|(expr, alias, do_fields, incase)| StatementKind::Foreach {
+            .prop_map(|(bindings, expr, alias, do_fields, incase)| StatementKind::Foreach {
+                bindings,
                 expr,
                 alias,
                 do_fields,

@@ -2,7 +2,10 @@
 //!
 //! `map_get`/`map_put` take a dot-separated path (`'a.b.c'`) and, like EMQX's
 //! `emqx_rule_maps`, look inside strings holding JSON objects on the way.
-//! `mget`/`mput` take a single key. Maps keep insertion order (EMQX's are
+//! `mget`/`mput` take a single key, or an array of keys for a nested map (as EMQX's
+//! documentation has it: `mget(['a', 'b'], json_decode('{"a": {"b": 1}}')) = 1`; EMQX's
+//! code takes the array as one opaque key instead, which gives `undefined` there but the
+//! same result when `mput` wrote the value). Maps keep insertion order (EMQX's are
 //! unordered, sorted for small maps), so `map_keys` and friends list keys in
 //! the order they were inserted.
 
@@ -179,28 +182,80 @@ fn put_path(data: &Value, keys: &[&str], val: Value) -> Value {
     map_out(m)
 }
 
-/// `mget(Key, Map[, Default])`: a single key (no path); `Map` may be a JSON object string.
-fn mget(args: &[Value]) -> Result<Value, FnError> {
-    let key = arg("mget", args, 0)?;
-    let m = to_map("mget", arg("mget", args, 1)?)?;
-    let default = args.get(2).cloned().unwrap_or(Value::Null);
-    let found = match key {
-        Value::Str(k) => m.get(&**k).cloned(),
-        Value::Bytes(_) => std::str::from_utf8(as_bin(key).unwrap_or_default())
-            .ok()
-            .and_then(|k| m.get(k).cloned()),
+/// The keys of an `mget`/`mput` key argument: one key (a dot is part of it), or an array
+/// of keys for a nested map.
+fn mkeys<'a>(function: &'static str, args: &'a [Value]) -> Result<Vec<&'a str>, FnError> {
+    let text = |v: &'a Value| match v {
+        Value::Str(s) => Some(&**s),
+        Value::Bytes(b) => std::str::from_utf8(b).ok(),
         _ => None,
     };
-    Ok(found.unwrap_or(default))
+    match arg(function, args, 0)? {
+        Value::Array(keys) => {
+            if keys.is_empty() || keys.len() > MAX_DEPTH {
+                return Err(err(
+                    function,
+                    format!("argument 1: an array of 1 to {MAX_DEPTH} keys, got {}", keys.len()),
+                ));
+            }
+            keys.iter()
+                .map(|k| text(k).ok_or_else(|| bad_arg(function, 0, "an array of strings", k)))
+                .collect()
+        }
+        k => text(k)
+            .map(|k| vec![k])
+            .ok_or_else(|| bad_arg(function, 0, "a string or an array of strings", k)),
+    }
 }
 
-/// `mput(Key, Value, Map)`: a single key (no path); `Map` may be a JSON object string.
+/// `mget(Key, Map[, Default])`: a single key (no path), or an array of keys into nested
+/// maps; `Map` may be a JSON object string.
+fn mget(args: &[Value]) -> Result<Value, FnError> {
+    let m = to_map("mget", arg("mget", args, 1)?)?;
+    let default = args.get(2).cloned().unwrap_or(Value::Null);
+    // EMQX's mget takes any term as a key; a key that is no string finds nothing.
+    let Ok(keys) = mkeys("mget", args) else {
+        return Ok(default);
+    };
+    let Some((first, rest)) = keys.split_first() else {
+        return Ok(default);
+    };
+    let mut cur = match m.get(*first) {
+        Some(v) => v.clone(),
+        None => return Ok(default),
+    };
+    for key in rest {
+        cur = match &cur {
+            Value::Map(m) => match m.get(*key) {
+                Some(v) => v.clone(),
+                None => return Ok(default),
+            },
+            _ => return Ok(default),
+        };
+    }
+    Ok(cur)
+}
+
+/// `mput(Key, Value, Map)`: a single key (no path), or an array of keys into nested maps
+/// (created, or replacing what is not a map, on the way); `Map` may be a JSON object string.
 fn mput(args: &[Value]) -> Result<Value, FnError> {
-    let key = super::arg_text("mput", args, 0)?;
+    let keys = mkeys("mput", args)?;
     let val = arg("mput", args, 1)?.clone();
-    let mut m = Map::clone(&*to_map("mput", arg("mput", args, 2)?)?);
-    m.insert(Arc::from(key), val);
-    Ok(map_out(m))
+    let m = to_map("mput", arg("mput", args, 2)?)?;
+    Ok(mput_in(Value::Map(m), &keys, val))
+}
+
+fn mput_in(data: Value, keys: &[&str], val: Value) -> Value {
+    let Some((key, rest)) = keys.split_first() else {
+        return val;
+    };
+    let mut m = match data {
+        Value::Map(m) => Arc::unwrap_or_clone(m),
+        _ => Map::default(),
+    };
+    let sub = m.get(*key).cloned().unwrap_or(Value::Null);
+    m.insert(Arc::from(*key), mput_in(sub, rest, val));
+    map_out(m)
 }
 
 fn map_keys(args: &[Value]) -> Result<Value, FnError> {
@@ -369,6 +424,26 @@ mod tests {
         );
         fails("mput", vec![s("a"), i(1), s("[]")]);
         fails("mput", vec![i(1), i(1), json("{}")]);
+        // An array of keys walks nested maps (EMQX's documentation).
+        let nested = json(r#"{"a":{"b":1}}"#);
+        assert_eq!(ok("mget", vec![strs(&["a", "b"]), nested.clone()]), i(1));
+        assert_eq!(ok("mget", vec![strs(&["a", "c"]), nested.clone(), i(0)]), i(0));
+        assert_eq!(ok("mget", vec![strs(&["a", "b", "c"]), nested.clone()]), Value::Null);
+        assert_eq!(ok("mget", vec![i(1), nested.clone()]), Value::Null);
+        assert_eq!(
+            ok("mput", vec![strs(&["a", "b"]), i(2), nested.clone()]),
+            json(r#"{"a":{"b":2}}"#)
+        );
+        assert_eq!(
+            ok("mput", vec![strs(&["a", "b"]), i(2), json(r#"{"c":1}"#)]),
+            json(r#"{"c":1,"a":{"b":2}}"#)
+        );
+        assert_eq!(
+            ok("mput", vec![strs(&["a", "x"]), i(2), json(r#"{"a":3}"#)]),
+            json(r#"{"a":{"x":2}}"#)
+        );
+        fails("mput", vec![arr(vec![]), i(1), json("{}")]);
+        fails("mput", vec![arr(vec![i(1)]), i(1), json("{}")]);
     }
 
     #[test]
