@@ -298,7 +298,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 password: c.password.as_deref(),
                 peer,
             };
-            match broker.auth.authenticate(&req) {
+            let authn = broker.auth.authenticate(&req);
+            broker.emit(EventMask::AUTHN, || BrokerEvent::AuthnComplete {
+                client_id: Arc::from(client_id.as_str()),
+                username: c.username.clone(),
+                peer,
+                code: match authn {
+                    AuthResult::Allow => reason::SUCCESS,
+                    AuthResult::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
+                    AuthResult::NotAuthorized => reason::NOT_AUTHORIZED,
+                },
+            });
+            match authn {
                 AuthResult::Allow => Ok(()),
                 AuthResult::BadCredentials => {
                     Err(refuse(reason::BAD_USER_NAME_OR_PASSWORD, "bad user name or password"))
@@ -986,6 +997,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             Action::Publish,
             &p.topic,
         );
+        self.authz_event(Action::Publish, &p.topic, allowed);
         if !allowed {
             let ack = PubAck {
                 pkid: p.pkid,
@@ -1063,6 +1075,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 .store_op(|| StoreOp::DelDelivery(self.session.client_id.to_string(), i.delivery.seq));
         }
         Some(i)
+    }
+
+    /// `client.check_authz_complete`, when a rule reads it.
+    fn authz_event(&self, action: Action, topic: &str, allowed: bool) {
+        if self.broker.wants(EventMask::AUTHZ) {
+            self.broker.emit(EventMask::AUTHZ, || BrokerEvent::AuthzComplete {
+                client_id: self.info.client_id.clone(),
+                username: self.info.username.clone(),
+                peer: self.info.peer,
+                topic: topic.to_string(),
+                action: action.as_str(),
+                allowed,
+            });
+        }
     }
 
     fn acked(&self, i: Inflight) {
@@ -1183,6 +1209,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     Action::Subscribe,
                     &f.filter,
                 );
+                self.authz_event(Action::Subscribe, &f.filter, allowed);
                 if !allowed {
                     return Err(reason::NOT_AUTHORIZED);
                 }

@@ -139,9 +139,18 @@ pub enum BrokerEvent {
         message: Arc<Message>,
         reason: DropReason,
     },
+    /// `client.check_authn_complete`: the CONNECT was authenticated (`code` 0) or refused.
+    AuthnComplete {
+        client_id: Arc<str>,
+        username: Option<String>,
+        peer: SocketAddr,
+        code: u8,
+    },
     /// `client.check_authz_complete`.
     AuthzComplete {
         client_id: Arc<str>,
+        username: Option<String>,
+        peer: SocketAddr,
         topic: String,
         action: &'static str,
         allowed: bool,
@@ -168,6 +177,7 @@ impl EventMask {
     pub const MESSAGE_DROPPED: EventMask = EventMask(1 << 9);
     pub const DELIVERY_DROPPED: EventMask = EventMask(1 << 10);
     pub const AUTHZ: EventMask = EventMask(1 << 11);
+    pub const AUTHN: EventMask = EventMask(1 << 12);
     pub const ALL: EventMask = EventMask(u32::MAX);
 
     pub fn contains(self, other: EventMask) -> bool {

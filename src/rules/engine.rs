@@ -65,6 +65,7 @@ pub fn mask_of(kind: EventKind) -> EventMask {
         EventKind::ClientDisconnected => EventMask::DISCONNECTED,
         EventKind::ClientConnack => EventMask::CONNACK,
         EventKind::ClientCheckAuthzComplete => EventMask::AUTHZ,
+        EventKind::ClientCheckAuthnComplete => EventMask::AUTHN,
         EventKind::SessionSubscribed => EventMask::SUBSCRIBED,
         EventKind::SessionUnsubscribed => EventMask::UNSUBSCRIBED,
         _ => EventMask::NONE,
@@ -84,6 +85,7 @@ fn kind_of(ev: &BrokerEvent) -> Option<EventKind> {
         BrokerEvent::MessageDropped { .. } => EventKind::MessageDropped,
         BrokerEvent::DeliveryDropped { .. } => EventKind::DeliveryDropped,
         BrokerEvent::AuthzComplete { .. } => EventKind::ClientCheckAuthzComplete,
+        BrokerEvent::AuthnComplete { .. } => EventKind::ClientCheckAuthnComplete,
         _ => return None,
     })
 }
@@ -305,7 +307,11 @@ impl RuleEngine {
                 st.failures += 1;
                 st.last_error_at = Some(now_ms());
                 let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-                tracing::error!("Rule files refused; the previous rules keep running:\n{text}");
+                if st.successes == 0 {
+                    tracing::error!("Rule files refused:\n{text}");
+                } else {
+                    tracing::error!("Rule files refused; the previous rules keep running:\n{text}");
+                }
                 st.last_error = Some(text);
                 Err(errors)
             }

@@ -542,7 +542,7 @@ pub static EVENTS: &[EventDef] = &[
         ],
         title: "Authentication check complete",
         columns: AUTHN_COLUMNS,
-        emitted: false,
+        emitted: true,
     },
     EventDef {
         kind: EventKind::ClientPing,
@@ -720,9 +720,10 @@ impl EventContext {
     ///   `expiry_interval`, `sockname`, `conn_props`; `connected_at` is the event time.
     /// - `session.subscribed` / `unsubscribed`: `username`, `peerhost`, `peername`,
     ///   `sub_props` / `unsub_props`; `qos` of an unsubscribe is `null`.
-    /// - `client.check_authz_complete`: `username`, `peerhost`, `peername`; `authz_source`
-    ///   is `null`.
-    /// - `client.check_authn_complete`, `client.ping`, bridge messages: not emitted yet.
+    /// - `client.check_authz_complete`: `authz_source` is `null` (the only source is the
+    ///   built-in allow-all until authorization lands).
+    /// - `client.check_authn_complete`: `is_superuser` is false.
+    /// - `client.ping`, bridge messages: not emitted yet.
     /// - `client_attrs` is `{}` everywhere (Junction has no client attributes).
     pub fn from_broker_event(event: &BrokerEvent, node: &str) -> Option<EventContext> {
         let now = now_ms();
@@ -863,17 +864,36 @@ impl EventContext {
                     .null(k!("peername"))
                     .finish_message(m, now, node),
             ),
+            BrokerEvent::AuthnComplete {
+                client_id,
+                username,
+                peer,
+                code,
+            } => (
+                EventKind::ClientCheckAuthnComplete,
+                b.put(k!("clientid"), Value::str(&**client_id))
+                    .opt(k!("username"), username.as_deref())
+                    .put(k!("peername"), Value::str(format!("{}:{}", peer.ip(), peer.port())))
+                    .put(k!("reason_code"), Value::str(connack_reason(*code)))
+                    .put(k!("is_superuser"), Value::Bool(false))
+                    .put(k!("is_anonymous"), Value::Bool(username.is_none()))
+                    .put(k!("timestamp"), Value::Int(now))
+                    .put(k!("node"), node_value(node))
+                    .put(k!("client_attrs"), empty_map()),
+            ),
             BrokerEvent::AuthzComplete {
                 client_id,
+                username,
+                peer,
                 topic,
                 action,
                 allowed,
             } => (
                 EventKind::ClientCheckAuthzComplete,
                 b.put(k!("clientid"), Value::str(&**client_id))
-                    .null(k!("username"))
-                    .null(k!("peerhost"))
-                    .null(k!("peername"))
+                    .opt(k!("username"), username.as_deref())
+                    .put(k!("peerhost"), Value::str(peer.ip().to_string()))
+                    .put(k!("peername"), Value::str(format!("{}:{}", peer.ip(), peer.port())))
                     .put(k!("topic"), Value::str(topic.as_str()))
                     .put(k!("action"), Value::str(*action))
                     .null(k!("authz_source"))

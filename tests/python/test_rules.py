@@ -259,3 +259,34 @@ def test_rule_test_files_from_the_cli(tmp_path):
     r = subprocess.run([junction_bin(), "rule", "test", "--sql", 'SELECT payload.x AS x FROM "t/#"',
                         "--topic", "t/1", "--payload", '{"x": [1,2]}'], capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (0, '{"x":[1,2]}\n')
+
+
+AUTH_EVENTS = """
+[[rules]]
+id = "authz"
+sql = '''SELECT clientid, action, topic, result FROM "$events/client/check_authz_complete" WHERE action = 'publish' '''
+[[rules.actions]]
+type = "republish"
+topic = "audit/authz/${clientid}"
+
+[[rules]]
+id = "authn"
+sql = 'SELECT clientid, reason_code, is_anonymous FROM "$events/client_check_authn_complete"'
+[[rules.actions]]
+type = "republish"
+topic = "audit/authn/${clientid}"
+"""
+
+
+def test_authentication_and_authorization_events(make_broker):
+    b = rules_broker(make_broker, {"auth.toml": AUTH_EVENTS})
+    with paho_connect(b, uid("audit"), version=V5) as w:
+        w.subscribe("audit/#", qos=0)
+        with paho_connect(b, "a1", version=V311) as c:
+            m = w.recv()
+            assert (m.topic, json.loads(m.payload)) == (
+                "audit/authn/a1", {"clientid": "a1", "reason_code": "success", "is_anonymous": True})
+            c.publish("x/y", "1", qos=1)
+            m = w.recv()
+            assert (m.topic, json.loads(m.payload)) == (
+                "audit/authz/a1", {"clientid": "a1", "action": "publish", "topic": "x/y", "result": "allow"})
