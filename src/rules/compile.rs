@@ -17,7 +17,9 @@ use std::sync::Arc;
 use super::ast::{
     Alias, AliasSegment, BinaryOp, Expr, Field, FromSource, Path, PathSegment, Span, Statement, StatementKind, UnaryOp,
 };
-use super::events::{self, EventKind, Trigger, BRIDGE_TOPIC_PREFIX, EVENT_TOPIC_PREFIX, UNSUPPORTED_EVENT_TOPICS};
+use super::events::{
+    self, ColumnSet, EventKind, Trigger, BRIDGE_TOPIC_PREFIX, EVENT_TOPIC_PREFIX, UNSUPPORTED_EVENT_TOPICS,
+};
 use super::functions::{self, FnDef};
 use super::parse::{self, ParseError};
 use super::value::Value;
@@ -214,6 +216,8 @@ pub struct CompiledRule {
     pub(crate) plan: Plan,
     pub(crate) where_: Option<Node>,
     pub(crate) reads_payload: bool,
+    /// The event columns the rule reads (the dispatcher builds only those).
+    pub(crate) columns: ColumnSet,
     pub(crate) id: Option<Arc<str>>,
 }
 
@@ -445,6 +449,11 @@ impl CompiledRule {
 
     /// Whether the rule reads into the payload (`payload.x`, `payload('x')`, `FOREACH payload`),
     /// so evaluating it decodes the payload as JSON (once per message, shared by every rule).
+    /// The event columns the rule reads ([`ColumnSet::ALL`] for `SELECT *` and host functions).
+    pub fn columns(&self) -> ColumnSet {
+        self.columns
+    }
+
     pub fn reads_payload(&self) -> bool {
         self.reads_payload
     }
@@ -483,6 +492,7 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
     let mut c = Compiler {
         opts,
         reads_payload: false,
+        columns: ColumnSet::NONE,
     };
     let (sources, from_text) = c.sources(&stmt.from)?;
     let plan = match &stmt.kind {
@@ -499,6 +509,7 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
             let over_payload = matches!(expr, Expr::Path(p) if p.root.name == "payload" && p.segments.is_empty());
             if over_payload {
                 c.reads_payload = true;
+                c.columns.add("payload");
             }
             // The alias names each element, so it must be a plain name (EMQX would key the
             // elements by a path, which no expression can read).
@@ -531,6 +542,7 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
         plan,
         where_,
         reads_payload: c.reads_payload,
+        columns: c.columns,
         id: None,
     })
 }
@@ -538,6 +550,7 @@ pub fn compile_with(stmt: &Statement, opts: &CompileOptions) -> Result<CompiledR
 struct Compiler<'a> {
     opts: &'a CompileOptions,
     reads_payload: bool,
+    columns: ColumnSet,
 }
 
 impl Compiler<'_> {
@@ -557,7 +570,10 @@ impl Compiler<'_> {
         fields
             .iter()
             .map(|f| match f {
-                Field::Star { .. } => Ok(FieldPlan::Star),
+                Field::Star { .. } => {
+                    self.columns = ColumnSet::ALL;
+                    Ok(FieldPlan::Star)
+                }
                 Field::Expr { expr, alias, .. } => Ok(FieldPlan::Expr {
                     node: self.expr(expr)?,
                     key: match alias {
@@ -683,6 +699,7 @@ impl Compiler<'_> {
 
     fn path(&mut self, p: &Path) -> NodeKind {
         let payload = p.root.name == "payload";
+        self.columns.add(&p.root.name);
         if payload && !p.segments.is_empty() {
             self.reads_payload = true;
         }
@@ -727,6 +744,17 @@ impl Compiler<'_> {
             if cf == ContextFn::Payload && n == 1 {
                 self.reads_payload = true;
             }
+            self.columns.add(match cf {
+                ContextFn::Msgid => "id",
+                ContextFn::Qos => "qos",
+                ContextFn::Topic => "topic",
+                ContextFn::Flags | ContextFn::Flag => "flags",
+                ContextFn::Clientid => "clientid",
+                ContextFn::Username => "username",
+                ContextFn::Clientip | ContextFn::Peerhost => "peerhost",
+                ContextFn::Payload => "payload",
+                ContextFn::Null => "",
+            });
             Callee::Context(cf)
         } else if let Some(def) = functions::lookup(&lower) {
             if !def.accepts(n) {
@@ -737,6 +765,8 @@ impl Compiler<'_> {
             if n < h.min_args || h.max_args.is_some_and(|m| n > m) {
                 return Err(arity_error(h.min_args, h.max_args));
             }
+            // A host function sees the whole input.
+            self.columns = ColumnSet::ALL;
             Callee::Host(h.clone())
         } else {
             let candidates = CONTEXT_FNS

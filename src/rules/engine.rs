@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::actions::{self, ActionEnv, ActionInput, ActionQueue};
 use super::compile::{CompileOptions, Source};
 use super::eval::EvalInput;
-use super::events::EventKind;
+use super::events::{ColumnSet, EventKind};
 use super::file::{self, RuleDef};
 use super::host_fns::{HostEnv, KvStore};
 use super::rhai_fns::ScriptFunctions;
@@ -149,7 +149,14 @@ impl RuleSet {
             hits.sort_unstable();
             hits.dedup();
         }
-        let Some(input) = EvalInput::from_broker_event(ev, node) else {
+        let want = hits.iter().fold(ColumnSet::NONE, |acc, i| {
+            acc.union(
+                self.rules
+                    .get(*i as usize)
+                    .map_or(ColumnSet::ALL, |r| r.def.rule.columns()),
+            )
+        });
+        let Some(input) = EvalInput::from_broker_event_with(ev, node, want) else {
             return;
         };
         for idx in hits {
@@ -566,5 +573,61 @@ async fn watch_files(engine: RuleEngine, shutdown: CancellationToken) {
         }
         let e = engine.clone();
         let _ = tokio::task::spawn_blocking(move || e.reload()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mqtt::codec::QoS;
+    use crate::mqtt::message::Message;
+    use crate::rules::compile::compile_sql;
+
+    /// Building only the columns a rule reads gives the same outputs as building all.
+    #[test]
+    fn projected_inputs_give_the_same_outputs() {
+        let mut m = Message::new(
+            "sensors/s1/temp".into(),
+            bytes::Bytes::from_static(br##"{"temp": 35, "list": [{"v": 1}, {"v": 2}]}"##),
+            QoS::AtLeastOnce,
+            true,
+            Some(Arc::from("s1")),
+        );
+        m.user_properties.push(("k".into(), "v".into()));
+        let ev = BrokerEvent::Publish(Arc::new(m));
+        for sql in [
+            r##"SELECT payload.temp AS t, clientid FROM "sensors/+/temp" WHERE t > 30"##,
+            r##"SELECT * FROM "#""##,
+            r##"SELECT topic(2) AS dev, qos(), flags, flag('retain') AS r, msgid() AS i FROM "#""##,
+            r##"SELECT pub_props.'User-Property'.k AS k, peerhost, node, timestamp > 0 AS ts FROM "#""##,
+            r##"FOREACH payload.list AS e DO e.v AS v, clientid INCASE e.v > 1 FROM "#""##,
+            r##"SELECT json_decode(payload) AS p, upper(clientid) AS u, username FROM "#" WHERE topic =~ 'sensors/#'"##,
+            r##"SELECT CASE WHEN qos = 1 THEN id ELSE publish_received_at END AS x FROM "#""##,
+        ] {
+            let rule = compile_sql(sql).unwrap();
+            let full = EvalInput::from_broker_event(&ev, "n@h").unwrap();
+            let some = EvalInput::from_broker_event_with(&ev, "n@h", rule.columns()).unwrap();
+            let (a, b) = (rule.eval(&full).unwrap(), rule.eval(&some).unwrap());
+            assert!(!a.is_empty(), "{sql}");
+            if sql.contains("*") {
+                assert_eq!(a, b, "{sql}");
+            } else {
+                // `timestamp` differs by the build time only.
+                assert_eq!(format!("{a:?}").len(), format!("{b:?}").len(), "{sql}");
+                assert!(
+                    some.columns().len() < full.columns().len(),
+                    "{sql}: {:?}",
+                    some.columns().keys()
+                );
+            }
+        }
+        let rule = compile_sql(r##"SELECT clientid FROM "#""##).unwrap();
+        let some = EvalInput::from_broker_event_with(&ev, "n@h", rule.columns()).unwrap();
+        assert_eq!(
+            some.columns().keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["event", "clientid"]
+        );
     }
 }

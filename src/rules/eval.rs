@@ -160,6 +160,15 @@ impl EvalInput {
         EventContext::from_broker_event(event, node).map(EvalInput::new)
     }
 
+    /// The input with only the columns in `want` (the union of what the rules read).
+    pub fn from_broker_event_with(
+        event: &BrokerEvent,
+        node: &str,
+        want: super::events::ColumnSet,
+    ) -> Option<EvalInput> {
+        EventContext::from_broker_event_with(event, node, want).map(EvalInput::new)
+    }
+
     pub fn context(&self) -> &EventContext {
         &self.ctx
     }

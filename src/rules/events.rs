@@ -28,8 +28,111 @@ use crate::mqtt::message::Message;
 macro_rules! k {
     ($name:literal) => {{
         static KEY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from($name));
-        KEY.clone()
+        const BIT: u64 = column_bit($name);
+        Col {
+            key: KEY.clone(),
+            bit: BIT,
+        }
     }};
+}
+
+/// A column name and its bit in a [`ColumnSet`].
+struct Col {
+    key: Arc<str>,
+    bit: u64,
+}
+
+/// Every column an event can have (the bits of a [`ColumnSet`]).
+const COLUMN_NAMES: &[&str] = &[
+    "action",
+    "authz_source",
+    "clean_start",
+    "client_attrs",
+    "clientid",
+    "conn_props",
+    "connected_at",
+    "disconn_props",
+    "disconnected_at",
+    "expiry_interval",
+    "flags",
+    "from_clientid",
+    "from_username",
+    "id",
+    "is_anonymous",
+    "is_bridge",
+    "is_superuser",
+    "keepalive",
+    "mountpoint",
+    "node",
+    "payload",
+    "peerhost",
+    "peername",
+    "proto_name",
+    "proto_ver",
+    "pub_props",
+    "puback_props",
+    "publish_received_at",
+    "qos",
+    "reason",
+    "reason_code",
+    "receive_maximum",
+    "result",
+    "sockname",
+    "sub_props",
+    "timestamp",
+    "topic",
+    "unsub_props",
+    "username",
+];
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The bit of a column name (0 for names no event has). Evaluated at compile time by `k!`.
+const fn column_bit(name: &str) -> u64 {
+    let mut i = 0;
+    while i < COLUMN_NAMES.len() {
+        if str_eq(COLUMN_NAMES[i], name) {
+            return 1 << i;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// The columns a rule reads: building an input builds only these (`event` always). Rules
+/// that read everything (`SELECT *`, host functions) use [`ColumnSet::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ColumnSet(u64);
+
+impl ColumnSet {
+    pub const ALL: ColumnSet = ColumnSet(u64::MAX);
+    pub const NONE: ColumnSet = ColumnSet(0);
+
+    /// Adds `name` (a name no event has is ignored: it is never built anyway).
+    pub fn add(&mut self, name: &str) {
+        self.0 |= COLUMN_NAMES.iter().position(|n| *n == name).map_or(0, |i| 1u64 << i);
+    }
+
+    pub fn union(self, other: ColumnSet) -> ColumnSet {
+        ColumnSet(self.0 | other.0)
+    }
+
+    pub fn is_all(self) -> bool {
+        self.0 == u64::MAX
+    }
 }
 
 /// The node name the rule tester and examples use when none is configured.
@@ -726,55 +829,61 @@ impl EventContext {
     /// - `client.ping`, bridge messages: not emitted yet.
     /// - `client_attrs` is `{}` everywhere (Junction has no client attributes).
     pub fn from_broker_event(event: &BrokerEvent, node: &str) -> Option<EventContext> {
+        Self::from_broker_event_with(event, node, ColumnSet::ALL)
+    }
+
+    /// [`from_broker_event`](Self::from_broker_event) building only the columns in `want`
+    /// (plus `event`): the dispatcher passes the union of what the matched rules read.
+    pub fn from_broker_event_with(event: &BrokerEvent, node: &str, want: ColumnSet) -> Option<EventContext> {
         let now = now_ms();
-        let b = ColumnsBuilder::new();
+        let b = ColumnsBuilder::new(want);
         let (kind, b) = match event {
             BrokerEvent::Publish(m) => (
                 EventKind::MessagePublish,
                 b.message_head(m)
                     .opt(k!("clientid"), m.from.as_deref())
                     .null(k!("username"))
-                    .put(k!("payload"), Value::Bytes(m.payload.clone()))
+                    .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
                     .message_tail(m)
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::ClientConnected(c) => (
                 EventKind::ClientConnected,
                 b.client_head(c)
                     .null(k!("mountpoint"))
-                    .put(k!("peername"), peername(c))
+                    .put(k!("peername"), || peername(c))
                     .null(k!("sockname"))
-                    .put(k!("proto_name"), Value::str(proto_name(c.protocol)))
-                    .put(k!("proto_ver"), Value::Int(i64::from(c.protocol.level())))
-                    .put(k!("keepalive"), Value::Int(i64::from(c.keep_alive)))
-                    .put(k!("clean_start"), Value::Bool(c.clean_start))
-                    .put(k!("receive_maximum"), Value::Int(0))
-                    .put(k!("expiry_interval"), Value::Int(i64::from(c.expiry_interval)))
-                    .put(k!("is_bridge"), Value::Bool(false))
-                    .put(k!("conn_props"), no_props())
-                    .put(k!("connected_at"), Value::Int(now))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("proto_name"), || Value::str(proto_name(c.protocol)))
+                    .put(k!("proto_ver"), || Value::Int(i64::from(c.protocol.level())))
+                    .put(k!("keepalive"), || Value::Int(i64::from(c.keep_alive)))
+                    .put(k!("clean_start"), || Value::Bool(c.clean_start))
+                    .put(k!("receive_maximum"), || Value::Int(0))
+                    .put(k!("expiry_interval"), || Value::Int(i64::from(c.expiry_interval)))
+                    .put(k!("is_bridge"), || Value::Bool(false))
+                    .put(k!("conn_props"), || no_props())
+                    .put(k!("connected_at"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::ClientDisconnected { client: c, reason } => (
                 EventKind::ClientDisconnected,
-                b.put(k!("reason"), Value::str(reason.as_str()))
+                b.put(k!("reason"), || Value::str(reason.as_str()))
                     .client_head(c)
-                    .put(k!("peername"), peername(c))
+                    .put(k!("peername"), || peername(c))
                     .null(k!("sockname"))
-                    .put(k!("proto_name"), Value::str(proto_name(c.protocol)))
-                    .put(k!("proto_ver"), Value::Int(i64::from(c.protocol.level())))
-                    .put(k!("disconn_props"), no_props())
+                    .put(k!("proto_name"), || Value::str(proto_name(c.protocol)))
+                    .put(k!("proto_ver"), || Value::Int(i64::from(c.protocol.level())))
+                    .put(k!("disconn_props"), || no_props())
                     .null(k!("connected_at"))
-                    .put(k!("disconnected_at"), Value::Int(now))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("disconnected_at"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::ConnAck {
                 client_id,
@@ -783,46 +892,46 @@ impl EventContext {
                 code,
             } => (
                 EventKind::ClientConnack,
-                b.put(k!("reason_code"), Value::str(connack_reason(*code)))
-                    .put(k!("clientid"), Value::str(&**client_id))
+                b.put(k!("reason_code"), || Value::str(connack_reason(*code)))
+                    .put(k!("clientid"), || Value::str(&**client_id))
                     .opt(k!("username"), username.as_deref())
-                    .put(k!("peername"), Value::str(format!("{}:{}", peer.ip(), peer.port())))
+                    .put(k!("peername"), || Value::str(format!("{}:{}", peer.ip(), peer.port())))
                     .null(k!("sockname"))
                     .null(k!("proto_name"))
                     .null(k!("proto_ver"))
                     .null(k!("keepalive"))
                     .null(k!("clean_start"))
                     .null(k!("expiry_interval"))
-                    .put(k!("connected_at"), Value::Int(now))
-                    .put(k!("conn_props"), no_props())
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node)),
+                    .put(k!("connected_at"), || Value::Int(now))
+                    .put(k!("conn_props"), || no_props())
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node)),
             ),
             BrokerEvent::Subscribed { client_id, filter, qos } => (
                 EventKind::SessionSubscribed,
-                b.put(k!("clientid"), Value::str(&**client_id))
+                b.put(k!("clientid"), || Value::str(&**client_id))
                     .null(k!("username"))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
-                    .put(k!("sub_props"), no_props())
-                    .put(k!("topic"), Value::str(filter.as_str()))
-                    .put(k!("qos"), qos_value(*qos))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("sub_props"), || no_props())
+                    .put(k!("topic"), || Value::str(filter.as_str()))
+                    .put(k!("qos"), || qos_value(*qos))
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::Unsubscribed { client_id, filter } => (
                 EventKind::SessionUnsubscribed,
-                b.put(k!("clientid"), Value::str(&**client_id))
+                b.put(k!("clientid"), || Value::str(&**client_id))
                     .null(k!("username"))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
-                    .put(k!("unsub_props"), no_props())
-                    .put(k!("topic"), Value::str(filter.as_str()))
+                    .put(k!("unsub_props"), || no_props())
+                    .put(k!("topic"), || Value::str(filter.as_str()))
                     .null(k!("qos"))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::Delivered { client_id, message } => (
                 EventKind::MessageDelivered,
@@ -832,17 +941,17 @@ impl EventContext {
                 EventKind::MessageAcked,
                 b.delivery(client_id, message)
                     .message_tail(message)
-                    .put(k!("puback_props"), no_props())
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node)),
+                    .put(k!("puback_props"), || no_props())
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node)),
             ),
             BrokerEvent::MessageDropped { message: m, reason } => (
                 EventKind::MessageDropped,
                 b.message_head(m)
-                    .put(k!("reason"), Value::str(reason.as_str()))
+                    .put(k!("reason"), || Value::str(reason.as_str()))
                     .opt(k!("clientid"), m.from.as_deref())
                     .null(k!("username"))
-                    .put(k!("payload"), Value::Bytes(m.payload.clone()))
+                    .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
                     .finish_message(m, now, node),
@@ -854,12 +963,12 @@ impl EventContext {
             } => (
                 EventKind::DeliveryDropped,
                 b.message_head(m)
-                    .put(k!("reason"), Value::str(reason.as_str()))
+                    .put(k!("reason"), || Value::str(reason.as_str()))
                     .opt(k!("from_clientid"), m.from.as_deref())
                     .null(k!("from_username"))
-                    .put(k!("clientid"), Value::str(&**client_id))
+                    .put(k!("clientid"), || Value::str(&**client_id))
                     .null(k!("username"))
-                    .put(k!("payload"), Value::Bytes(m.payload.clone()))
+                    .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
                     .finish_message(m, now, node),
@@ -871,15 +980,15 @@ impl EventContext {
                 code,
             } => (
                 EventKind::ClientCheckAuthnComplete,
-                b.put(k!("clientid"), Value::str(&**client_id))
+                b.put(k!("clientid"), || Value::str(&**client_id))
                     .opt(k!("username"), username.as_deref())
-                    .put(k!("peername"), Value::str(format!("{}:{}", peer.ip(), peer.port())))
-                    .put(k!("reason_code"), Value::str(connack_reason(*code)))
-                    .put(k!("is_superuser"), Value::Bool(false))
-                    .put(k!("is_anonymous"), Value::Bool(username.is_none()))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("peername"), || Value::str(format!("{}:{}", peer.ip(), peer.port())))
+                    .put(k!("reason_code"), || Value::str(connack_reason(*code)))
+                    .put(k!("is_superuser"), || Value::Bool(false))
+                    .put(k!("is_anonymous"), || Value::Bool(username.is_none()))
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             BrokerEvent::AuthzComplete {
                 client_id,
@@ -890,17 +999,17 @@ impl EventContext {
                 allowed,
             } => (
                 EventKind::ClientCheckAuthzComplete,
-                b.put(k!("clientid"), Value::str(&**client_id))
+                b.put(k!("clientid"), || Value::str(&**client_id))
                     .opt(k!("username"), username.as_deref())
-                    .put(k!("peerhost"), Value::str(peer.ip().to_string()))
-                    .put(k!("peername"), Value::str(format!("{}:{}", peer.ip(), peer.port())))
-                    .put(k!("topic"), Value::str(topic.as_str()))
-                    .put(k!("action"), Value::str(*action))
+                    .put(k!("peerhost"), || Value::str(peer.ip().to_string()))
+                    .put(k!("peername"), || Value::str(format!("{}:{}", peer.ip(), peer.port())))
+                    .put(k!("topic"), || Value::str(topic.as_str()))
+                    .put(k!("action"), || Value::str(*action))
                     .null(k!("authz_source"))
-                    .put(k!("result"), Value::str(if *allowed { "allow" } else { "deny" }))
-                    .put(k!("timestamp"), Value::Int(now))
-                    .put(k!("node"), node_value(node))
-                    .put(k!("client_attrs"), empty_map()),
+                    .put(k!("result"), || Value::str(if *allowed { "allow" } else { "deny" }))
+                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("node"), || node_value(node))
+                    .put(k!("client_attrs"), || empty_map()),
             ),
             // SessionCreated, SessionTerminated, and variants added later: no rule source.
             _ => return None,
@@ -1036,55 +1145,64 @@ fn json_type(j: &serde_json::Value) -> &'static str {
 
 struct ColumnsBuilder {
     map: Map,
+    want: u64,
 }
 
 impl ColumnsBuilder {
     /// Room for every column; `event` first (its value is set by [`build`](Self::build)).
-    fn new() -> Self {
-        let mut map = Map::with_capacity_and_hasher(20, Default::default());
+    fn new(want: ColumnSet) -> Self {
+        let n = if want.is_all() {
+            20
+        } else {
+            want.0.count_ones() as usize + 1
+        };
+        let mut map = Map::with_capacity_and_hasher(n, Default::default());
         map.insert(key("event"), Value::Null);
-        ColumnsBuilder { map }
+        ColumnsBuilder { map, want: want.0 }
     }
 
-    fn put(mut self, k: Arc<str>, v: Value) -> Self {
-        self.map.insert(k, v);
+    /// Adds the column if it is wanted; its value is computed only then.
+    #[inline]
+    fn put(mut self, k: Col, v: impl FnOnce() -> Value) -> Self {
+        if self.want & k.bit != 0 {
+            self.map.insert(k.key, v());
+        }
         self
     }
 
-    fn null(self, k: Arc<str>) -> Self {
-        self.put(k, Value::Null)
+    fn null(self, k: Col) -> Self {
+        self.put(k, || Value::Null)
     }
 
-    fn opt(self, k: Arc<str>, v: Option<&str>) -> Self {
-        self.put(k, v.map_or(Value::Null, Value::str))
+    fn opt(self, k: Col, v: Option<&str>) -> Self {
+        self.put(k, || v.map_or(Value::Null, Value::str))
     }
 
     /// `clientid`, `username` of a client.
     fn client_head(self, c: &ClientInfo) -> Self {
-        self.put(k!("clientid"), Value::str(&*c.client_id))
+        self.put(k!("clientid"), || Value::str(&*c.client_id))
             .opt(k!("username"), c.username.as_deref())
     }
 
     fn message_head(self, m: &Message) -> Self {
-        self.put(k!("id"), hex_id(u128::from(m.id)))
+        self.put(k!("id"), || hex_id(u128::from(m.id)))
     }
 
     /// `topic`, `qos`, `flags`, `publish_received_at`, `pub_props`.
     fn message_tail(self, m: &Message) -> Self {
-        self.put(k!("topic"), Value::str(&*m.topic))
-            .put(k!("qos"), qos_value(m.qos))
-            .put(k!("flags"), flags(m.retain))
-            .put(
-                k!("publish_received_at"),
-                Value::Int(i64::try_from(m.received_at_ms).unwrap_or(i64::MAX)),
-            )
-            .put(k!("pub_props"), pub_props(m))
+        self.put(k!("topic"), || Value::str(&*m.topic))
+            .put(k!("qos"), || qos_value(m.qos))
+            .put(k!("flags"), || flags(m.retain))
+            .put(k!("publish_received_at"), || {
+                Value::Int(i64::try_from(m.received_at_ms).unwrap_or(i64::MAX))
+            })
+            .put(k!("pub_props"), || pub_props(m))
     }
 
     fn finish_message(self, m: &Message, now: i64, node: &str) -> Self {
         self.message_tail(m)
-            .put(k!("timestamp"), Value::Int(now))
-            .put(k!("node"), node_value(node))
+            .put(k!("timestamp"), || Value::Int(now))
+            .put(k!("node"), || node_value(node))
     }
 
     /// The head of `message.delivered` / `message.acked`.
@@ -1092,9 +1210,9 @@ impl ColumnsBuilder {
         self.message_head(m)
             .opt(k!("from_clientid"), m.from.as_deref())
             .null(k!("from_username"))
-            .put(k!("clientid"), Value::str(&**receiver))
+            .put(k!("clientid"), || Value::str(&**receiver))
             .null(k!("username"))
-            .put(k!("payload"), Value::Bytes(m.payload.clone()))
+            .put(k!("payload"), || Value::Bytes(m.payload.clone()))
             .null(k!("peerhost"))
             .null(k!("peername"))
     }
