@@ -849,7 +849,7 @@ impl EventContext {
                     .message_tail(m)
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::ClientConnected(c) => (
                 EventKind::ClientConnected,
@@ -864,11 +864,11 @@ impl EventContext {
                     .put(k!("receive_maximum"), || Value::Int(0))
                     .put(k!("expiry_interval"), || Value::Int(i64::from(c.expiry_interval)))
                     .put(k!("is_bridge"), || Value::Bool(false))
-                    .put(k!("conn_props"), || no_props())
+                    .put(k!("conn_props"), no_props)
                     .put(k!("connected_at"), || Value::Int(now))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::ClientDisconnected { client: c, reason } => (
                 EventKind::ClientDisconnected,
@@ -878,12 +878,12 @@ impl EventContext {
                     .null(k!("sockname"))
                     .put(k!("proto_name"), || Value::str(proto_name(c.protocol)))
                     .put(k!("proto_ver"), || Value::Int(i64::from(c.protocol.level())))
-                    .put(k!("disconn_props"), || no_props())
+                    .put(k!("disconn_props"), no_props)
                     .null(k!("connected_at"))
                     .put(k!("disconnected_at"), || Value::Int(now))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::ConnAck {
                 client_id,
@@ -903,7 +903,7 @@ impl EventContext {
                     .null(k!("clean_start"))
                     .null(k!("expiry_interval"))
                     .put(k!("connected_at"), || Value::Int(now))
-                    .put(k!("conn_props"), || no_props())
+                    .put(k!("conn_props"), no_props)
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node)),
             ),
@@ -913,12 +913,12 @@ impl EventContext {
                     .null(k!("username"))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
-                    .put(k!("sub_props"), || no_props())
+                    .put(k!("sub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .put(k!("qos"), || qos_value(*qos))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::Unsubscribed { client_id, filter } => (
                 EventKind::SessionUnsubscribed,
@@ -926,12 +926,12 @@ impl EventContext {
                     .null(k!("username"))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
-                    .put(k!("unsub_props"), || no_props())
+                    .put(k!("unsub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .null(k!("qos"))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::Delivered { client_id, message } => (
                 EventKind::MessageDelivered,
@@ -941,7 +941,7 @@ impl EventContext {
                 EventKind::MessageAcked,
                 b.delivery(client_id, message)
                     .message_tail(message)
-                    .put(k!("puback_props"), || no_props())
+                    .put(k!("puback_props"), no_props)
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node)),
             ),
@@ -988,7 +988,7 @@ impl EventContext {
                     .put(k!("is_anonymous"), || Value::Bool(username.is_none()))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             BrokerEvent::AuthzComplete {
                 client_id,
@@ -1009,7 +1009,7 @@ impl EventContext {
                     .put(k!("result"), || Value::str(if *allowed { "allow" } else { "deny" }))
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
-                    .put(k!("client_attrs"), || empty_map()),
+                    .put(k!("client_attrs"), empty_map),
             ),
             // SessionCreated, SessionTerminated, and variants added later: no rule source.
             _ => return None,
