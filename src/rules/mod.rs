@@ -1,9 +1,15 @@
-//! The rule engine (issue 4, in progress): EMQX rule SQL over every message
-//! and client event. So far: the value model, the parser (grammar in
-//! `grammar/rule_sql.pest`) and the built-in function library. The compiler,
-//! the evaluator, rule files and the dispatcher land next.
+//! The rule engine: EMQX rule SQL over every message and client event.
 //!
-//! rules/ does no network IO and names no concrete connector.
+//! - `value`, `ast`, `parse` (grammar in `grammar/rule_sql.pest`), `compile`, `eval`: the
+//!   SQL, compiled once and evaluated per input.
+//! - `events`: the event catalogue and the columns of each event; `functions`,
+//!   `host_fns`, `rhai_fns`: the function library.
+//! - `file`, `template`, `actions`, `engine`: rule files, action templates, the action seam
+//!   (bounded queues), the dispatcher with its topic-filter index and hot reload; `stats`:
+//!   per-rule metrics.
+//! - `tester`, `testfile`: `junction rule test` and the rule test files.
+//!
+//! rules/ does no network IO of its own and names no concrete connector.
 
 pub mod actions;
 pub mod ast;
