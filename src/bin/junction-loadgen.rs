@@ -8,15 +8,18 @@
 //! is bounded by `--duration` plus a fixed grace period.
 //!
 //! Subcommands (each prints one JSON line on stdout, then a human line starting `# `):
-//!   fanin    N publishers -> 1 subscriber on `#` (optionally `--search R1,R2,..`)
+//!   fanin    N publishers -> 1 subscriber on `#` (optionally `--search R1,R2,..`;
+//!            `--topic-format sensors/{i}/temp --sub-filter 'sensors/#' --json` for rules)
 //!   fanout   1 publisher  -> N subscribers on one topic (optionally `--search`)
 //!   latency  1 publisher  -> 1 subscriber, round trip percentiles in µs
 //!   conns    N idle connections over several source IPs; connect rate and broker RSS
 //!
-//! Every message payload starts with a 24-byte header:
-//! magic u32 | run id u32 | send time ns u64 (since process start) | publisher u32 | seq u32.
-//! Publishers and subscribers run in the same process, so the send time gives
-//! the one-way latency through the broker.
+//! Every message payload carries a 24-byte header:
+//! magic u32 | run id u32 | send time ns u64 (since process start) | publisher u32 | seq u32,
+//! either as the payload's first bytes (default) or, with `--json`, as 48 hex digits in a
+//! JSON object `{"temp":35,"lg":"<hex>","pad":"aaa…"}` that rules can read (see
+//! `loadgen/payload.rs`). Publishers and subscribers run in the same process, so the send
+//! time gives the one-way latency through the broker.
 //!
 //! `--broker-pid PID` adds the broker's CPU time (utime+stime from /proc/PID/stat)
 //! and RSS (VmRSS, sampled every second) to each result; the generator's own CPU
@@ -30,9 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use clap::{Args, Parser, Subcommand};
-use junction::mqtt::codec::{self, Connect, Packet, Protocol, PubAck, Publish, QoS, Subscribe, SubscribeFilter};
+use junction::mqtt::codec::{self, Connect, Packet, Protocol, PubAck, QoS, Subscribe, SubscribeFilter};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -40,10 +43,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use loadgen::hist::Histogram;
+use loadgen::payload::{Form, Header, Template};
 use loadgen::sys::{self as lsys, BrokerProbe};
 
-const MAGIC: u32 = 0x4a4c_4721; // "JLG!"
-const HEADER: usize = 24;
 const MAX_PACKET: usize = 1 << 20;
 /// Extra wall time on top of `--duration` after which everything stops regardless.
 const HARD_GRACE: Duration = Duration::from_secs(30);
@@ -103,9 +105,13 @@ struct TrafficArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Payload bytes (at least 24).
+    /// Payload bytes (at least 24; with --json at least 76).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// JSON payloads `{"temp":35,"lg":"<header as hex>","pad":"aaa…"}` padded to --payload
+    /// (for rule-engine benchmarks: rules can read `payload.temp`).
+    #[arg(long)]
+    json: bool,
     /// QoS 1 in-flight window per publisher.
     #[arg(long, default_value_t = 64)]
     window: u64,
@@ -135,6 +141,13 @@ struct FaninArgs {
     t: TrafficArgs,
     #[arg(long, default_value_t = 100)]
     publishers: usize,
+    /// Topic of each publisher; `{i}` is replaced by the publisher's index.
+    #[arg(long, default_value = "bench/in/{i}")]
+    topic_format: String,
+    /// The subscriber's filter (e.g. `sensors/#`, so messages republished by rules to
+    /// other topics are not received).
+    #[arg(long, default_value = "#")]
+    sub_filter: String,
 }
 
 #[derive(Args, Clone)]
@@ -350,67 +363,6 @@ async fn mqtt_subscribe(s: &mut TcpStream, buf: &mut BytesMut, filter: &str, qos
     }
 }
 
-/// A PUBLISH encoded once; `stamp` patches pkid, timestamp and sequence in a copy.
-struct Template {
-    frame: Vec<u8>,
-    payload_off: usize,
-    pkid_off: Option<usize>,
-}
-
-impl Template {
-    fn new(topic: &str, qos: QoS, payload_len: usize, run: u32, publisher: u32) -> Res<Template> {
-        let mut payload = vec![0u8; payload_len.max(HEADER)];
-        payload[0..4].copy_from_slice(&MAGIC.to_be_bytes());
-        payload[4..8].copy_from_slice(&run.to_be_bytes());
-        payload[16..20].copy_from_slice(&publisher.to_be_bytes());
-        for (i, b) in payload[HEADER..].iter_mut().enumerate() {
-            *b = b'a' + (i % 26) as u8;
-        }
-        let plen = payload.len();
-        let p = Publish {
-            qos,
-            topic: topic.into(),
-            pkid: if qos == QoS::AtMostOnce { 0 } else { 0x0101 },
-            payload: Bytes::from(payload),
-            ..Default::default()
-        };
-        let mut out = BytesMut::new();
-        codec::encode(&Packet::Publish(p), Protocol::V4, &mut out)?;
-        let frame = out.to_vec();
-        let payload_off = frame.len() - plen;
-        let pkid_off = if qos == QoS::AtMostOnce {
-            None
-        } else {
-            let off = payload_off - 2;
-            if frame[off..off + 2] != [1, 1] {
-                return Err("unexpected PUBLISH layout from the codec".into());
-            }
-            Some(off)
-        };
-        if frame[payload_off..payload_off + 4] != MAGIC.to_be_bytes() {
-            return Err("unexpected PUBLISH layout from the codec".into());
-        }
-        Ok(Template {
-            frame,
-            payload_off,
-            pkid_off,
-        })
-    }
-
-    #[inline]
-    fn append(&self, out: &mut Vec<u8>, pkid: u16, ts: u64, seq: u32) {
-        let start = out.len();
-        out.extend_from_slice(&self.frame);
-        let f = &mut out[start..];
-        if let Some(o) = self.pkid_off {
-            f[o..o + 2].copy_from_slice(&pkid.to_be_bytes());
-        }
-        let p = self.payload_off;
-        f[p + 8..p + 16].copy_from_slice(&ts.to_be_bytes());
-        f[p + 20..p + 24].copy_from_slice(&seq.to_be_bytes());
-    }
-}
-
 // ---------------------------------------------------------------- traffic engine
 
 struct TrafficCfg {
@@ -419,6 +371,7 @@ struct TrafficCfg {
     rate: u64,
     duration: Duration,
     payload: usize,
+    form: Form,
     window: u64,
     tick: Duration,
     drain: Duration,
@@ -566,7 +519,7 @@ async fn run_traffic(cfg: &TrafficCfg) -> Res<TrafficResult> {
     let end = t0 + cfg.duration;
     let mut pub_handles = Vec::new();
     for (i, s) in pubs.into_iter().enumerate() {
-        let tpl = Template::new(&cfg.pub_topics[i], cfg.qos, cfg.payload, run, i as u32)?;
+        let tpl = Template::new(&cfg.pub_topics[i], cfg.qos, cfg.payload, cfg.form, run, i as u32)?;
         let (window, tick) = (cfg.window, cfg.tick);
         let stagger = tick * i as u32 / npubs as u32;
         pub_handles.push(tokio::spawn(async move {
@@ -859,12 +812,9 @@ async fn subscriber(
                         acks.extend_from_slice(&[0x40, 2]);
                         acks.extend_from_slice(&p.pkid.to_be_bytes());
                     }
-                    let pl = &p.payload[..];
-                    if pl.len() >= HEADER && pl[0..4] == MAGIC.to_be_bytes() && pl[4..8] == run.to_be_bytes() {
+                    if let Some(h) = Header::parse(&p.payload).filter(|h| h.run == run) {
                         n += 1;
-                        let ts = u64::from_be_bytes(pl[8..16].try_into().unwrap());
-                        let pubid = u32::from_be_bytes(pl[16..20].try_into().unwrap()) as usize;
-                        let seq = u32::from_be_bytes(pl[20..24].try_into().unwrap());
+                        let (ts, pubid, seq) = (h.ts, h.publisher as usize, h.seq);
                         o.hist.record(now.saturating_sub(ts));
                         if let Some(l) = last_seq.get_mut(pubid) {
                             if seq <= *l {
@@ -926,7 +876,10 @@ fn traffic_json(scenario: &str, common: &Common, cfg: &TrafficCfg, r: &TrafficRe
         "subscribers": cfg.sub_filters.len(),
         "target_rate": cfg.rate,
         "duration_s": cfg.duration.as_secs_f64(),
-        "payload": cfg.payload.max(HEADER),
+        "payload": cfg.form.payload_len(cfg.payload),
+        "json": cfg.form == Form::Json,
+        "topic": cfg.pub_topics.first(),
+        "sub_filter": cfg.sub_filters.first(),
         "sent": r.sent,
         "acked": r.acked,
         "expected": expected,
@@ -1078,6 +1031,7 @@ fn base_cfg(common: &Common, t: &TrafficArgs) -> Res<TrafficCfg> {
         rate: t.rate,
         duration: Duration::from_secs_f64(t.duration),
         payload: t.payload,
+        form: if t.json { Form::Json } else { Form::Binary },
         window: t.window.max(1),
         tick: Duration::from_millis(t.tick_ms.max(1)),
         drain: Duration::from_secs_f64(t.drain.clamp(0.0, 60.0)),
@@ -1091,8 +1045,10 @@ fn base_cfg(common: &Common, t: &TrafficArgs) -> Res<TrafficCfg> {
 
 async fn run_fanin(a: FaninArgs, threads: usize) -> Res<()> {
     let mut cfg = base_cfg(&a.common, &a.t)?;
-    cfg.pub_topics = (0..a.publishers.max(1)).map(|i| format!("bench/in/{i}")).collect();
-    cfg.sub_filters = vec!["#".into()];
+    cfg.pub_topics = (0..a.publishers.max(1))
+        .map(|i| a.topic_format.replace("{i}", &i.to_string()))
+        .collect();
+    cfg.sub_filters = vec![a.sub_filter.clone()];
     cfg.copies = 1;
     traffic_or_search("fanin", &a.common, &a.t, cfg, threads).await
 }
@@ -1111,6 +1067,7 @@ async fn run_latency(a: LatencyArgs, threads: usize) -> Res<()> {
         rate: a.rate.max(1),
         duration: a.duration,
         payload: a.payload,
+        json: false,
         window: 64,
         tick_ms: 1,
         drain: 5.0,
