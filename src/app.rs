@@ -15,8 +15,8 @@ use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
 use crate::mqtt::codec::{reason, QoS};
 use crate::mqtt::connection::ConnSettings;
-use crate::mqtt::events::BrokerEvent;
 use crate::mqtt::events::DisconnectReason;
+use crate::mqtt::events::{BrokerEvent, EventSink};
 use crate::mqtt::listener::{self, ListenerError, ListenerSpec, Transport};
 use crate::mqtt::session::Control;
 use crate::mqtt::topic::TopicLimits;
@@ -128,10 +128,13 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
 
 async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) -> Result<Running, AppError> {
     let (events, engine_rx) = match external {
-        Some(tx) => (Some(tx), None),
+        Some(tx) => (Some(EventSink::new(vec![tx])), None),
         None if cfg.rule_engine.enable => {
-            let (tx, rx) = mpsc::channel(cfg.rule_engine.events_queue_len.max(1));
-            (Some(tx), Some(rx))
+            // One dispatcher per core, each with its share of the event queue.
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+            let per = (cfg.rule_engine.events_queue_len / n).max(1);
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(per)).unzip();
+            (Some(EventSink::new(txs)), Some(rxs))
         }
         None => (None, None),
     };

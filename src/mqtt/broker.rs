@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 
 use super::auth::{AllowAll, Auth};
 use super::codec::QoS;
-use super::events::{BrokerEvent, DisconnectReason, DropReason, EventMask};
+use super::events::{BrokerEvent, DisconnectReason, DropReason, EventMask, EventSink};
 use super::message::{now_ms, Message, StoredMessage};
 use super::session::{
     ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
@@ -134,7 +133,7 @@ pub struct Broker {
     subs: RwLock<SubTree<Subscriber>>,
     retained: RwLock<HashMap<String, Arc<Message>>>,
     store: Option<Store>,
-    events: Option<mpsc::Sender<BrokerEvent>>,
+    events: Option<EventSink>,
     /// Which events the listener wants ([`EventMask`] bits).
     event_mask: AtomicU32,
     next_conn_id: AtomicU64,
@@ -146,7 +145,7 @@ impl Broker {
         cfg: BrokerConfig,
         metrics: Arc<Metrics>,
         store: Option<Store>,
-        events: Option<mpsc::Sender<BrokerEvent>>,
+        events: Option<EventSink>,
     ) -> Arc<Broker> {
         Arc::new(Broker {
             cfg,
@@ -172,7 +171,7 @@ impl Broker {
     #[inline]
     pub fn emit(&self, kind: EventMask, make: impl FnOnce() -> BrokerEvent) {
         if let Some(tx) = &self.events {
-            if self.wants(kind) && tx.try_send(make()).is_err() {
+            if self.wants(kind) && !tx.try_send(make()) {
                 self.metrics.events_dropped.inc();
             }
         }

@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::codec::{Protocol, QoS};
 use super::message::Message;
 
@@ -195,5 +197,57 @@ impl std::ops::BitOr for EventMask {
 impl std::ops::BitOrAssign for EventMask {
     fn bitor_assign(&mut self, rhs: EventMask) {
         self.0 |= rhs.0;
+    }
+}
+
+/// Where the broker sends events: one bounded channel per shard. An event goes to the shard
+/// of its client (the publisher for messages), so one client's events stay in order while
+/// several dispatchers evaluate rules in parallel.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    shards: Vec<mpsc::Sender<BrokerEvent>>,
+    hasher: ahash::RandomState,
+}
+
+impl EventSink {
+    /// A sink over `shards` (at least one).
+    pub fn new(shards: Vec<mpsc::Sender<BrokerEvent>>) -> EventSink {
+        EventSink {
+            shards,
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+        }
+    }
+
+    /// Sends without waiting; `false` when the shard's channel is full (or closed).
+    pub fn try_send(&self, ev: BrokerEvent) -> bool {
+        let i = match self.shards.len() {
+            0 => return false,
+            1 => 0,
+            n => (self.hasher.hash_one(ev.client_key()) % n as u64) as usize,
+        };
+        self.shards[i].try_send(ev).is_ok()
+    }
+}
+
+impl BrokerEvent {
+    /// The client an event belongs to (for sharding): the client, or a message's publisher
+    /// (its topic for messages the broker made itself).
+    pub fn client_key(&self) -> &str {
+        match self {
+            BrokerEvent::Publish(m) | BrokerEvent::MessageDropped { message: m, .. } => {
+                m.from.as_deref().unwrap_or(&m.topic)
+            }
+            BrokerEvent::ClientConnected(c) | BrokerEvent::ClientDisconnected { client: c, .. } => &c.client_id,
+            BrokerEvent::ConnAck { client_id, .. }
+            | BrokerEvent::SessionCreated { client_id }
+            | BrokerEvent::SessionTerminated { client_id, .. }
+            | BrokerEvent::Subscribed { client_id, .. }
+            | BrokerEvent::Unsubscribed { client_id, .. }
+            | BrokerEvent::Delivered { client_id, .. }
+            | BrokerEvent::Acked { client_id, .. }
+            | BrokerEvent::DeliveryDropped { client_id, .. }
+            | BrokerEvent::AuthnComplete { client_id, .. }
+            | BrokerEvent::AuthzComplete { client_id, .. } => client_id,
+        }
     }
 }

@@ -5,7 +5,8 @@
 //!   subscription tree (the broker's [`SubTree`]), events by kind. A message pays only for
 //!   the rules whose filters match its topic, however many rules there are, and its event
 //!   columns and decoded payload are built once, only when some rule matched.
-//! - **Dispatcher.** One task reads the broker's bounded event channel and evaluates each
+//! - **Dispatchers.** One task per core reads its shard of the broker's bounded event channels
+//!   (a client's events always go to the same shard, so they stay in order) and evaluates each
 //!   event against the rule set current at that moment. The broker never waits for it (see
 //!   [`crate::mqtt::events`]); outputs go to the actions' bounded queues
 //!   ([`super::actions`]).
@@ -248,12 +249,12 @@ pub struct RuleEngine {
 pub struct LoadErrors(pub Vec<FileError>);
 
 impl RuleEngine {
-    /// Loads the rules (an error refuses to start), then runs the dispatcher over `events`
-    /// and the hot-reload watcher until `shutdown`.
+    /// Loads the rules (an error refuses to start), then runs a dispatcher over each shard of
+    /// `events` and the hot-reload watcher until `shutdown`.
     pub fn start(
         cfg: EngineConfig,
         broker: Arc<Broker>,
-        events: mpsc::Receiver<BrokerEvent>,
+        events: Vec<mpsc::Receiver<BrokerEvent>>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Result<RuleEngine, LoadErrors> {
@@ -274,7 +275,16 @@ impl RuleEngine {
         };
         engine.reload().map_err(LoadErrors)?;
         broker.set_event_mask(rx.borrow().mask());
-        tracker.spawn(dispatch(engine.clone(), broker, events, rx, shutdown.clone()));
+        // One dispatcher per event shard: each evaluates its own events in order.
+        for shard in events {
+            tracker.spawn(dispatch(
+                engine.clone(),
+                broker.clone(),
+                shard,
+                rx.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(watch_files(engine.clone(), shutdown));
         Ok(engine)
     }
