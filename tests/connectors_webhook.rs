@@ -413,3 +413,61 @@ async fn a_rule_naming_a_missing_connector_is_refused_with_its_position() {
     assert_eq!(engine.status().rules, 1);
     b.running.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
+    // A port with nothing listening (yet).
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "hook.toml",
+        &connector(addr, "inflight_window = 1\nqueue_len = 10\nconnect_timeout = \"1s\""),
+    );
+    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
+    let b = broker(dir.path()).await;
+    const N: i64 = 30;
+    publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
+    let m = wait_metrics(&b, "hook", "buffered", |m| n(m, "matched") == N as u64).await;
+    // Nothing is sent while disconnected: the queue keeps the newest 10.
+    assert_eq!(
+        (n(&m, "queuing"), n(&m, "dropped"), n(&m, "success")),
+        (10, 20, 0),
+        "{m}"
+    );
+    assert_eq!(m["dropped.queue_full"], 20);
+    let list: Value = reqwest::get(format!("http://{}/api/v5/connectors", b.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["status"], "disconnected", "{list}");
+    assert!(
+        list[0]["status_reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("cannot connect")),
+        "{list}"
+    );
+    assert_eq!(
+        b.running.rules.clone().unwrap().rules()[0]
+            .metrics
+            .actions_discarded
+            .get(),
+        20
+    );
+
+    // The server comes up: the connector reconnects (backoff at most 100 ms) and delivers.
+    let hook = Hook::default();
+    let app = Router::new().fallback(handler).with_state(hook.clone());
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let m = wait_metrics(&b, "hook", "delivered after reconnect", |m| n(m, "success") == 10).await;
+    assert_eq!(n(&m, "queuing") + n(&m, "inflight") + n(&m, "failed"), 0, "{m}");
+    let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
+    assert_eq!(got, (20..N).collect::<Vec<_>>());
+    b.running.stop().await;
+}

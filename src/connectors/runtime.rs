@@ -773,6 +773,62 @@ mod tests {
         assert_eq!(got[0].get("i"), Some(&crate::rules::value::Value::Int(2)));
     }
 
+    struct Fake;
+
+    impl super::super::Connector for Fake {
+        fn connect(&self) -> futures_util::future::BoxFuture<'_, Result<(), super::super::SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn send_batch<'a>(
+            &'a self,
+            _: &'a dyn ActionSettings,
+            _: &'a [Arc<Map>],
+        ) -> futures_util::future::BoxFuture<'a, Result<(), super::super::SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn health_check(&self) -> futures_util::future::BoxFuture<'_, Result<(), super::super::SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn parse_action(&self, _: &mut Fields<'_, '_>) -> Result<Arc<dyn ActionSettings>, FileError> {
+            unreachable!("not called for a connector of another type")
+        }
+        fn preview(&self, _: &dyn ActionSettings, _: &Map) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
+    #[test]
+    fn an_action_naming_a_connector_of_another_type_is_refused() {
+        let set = ConnectorSet::start(
+            vec![ConnectorDef {
+                name: Arc::from("remote"),
+                kind: "mqtt",
+                runtime: RuntimeSettings::default(),
+                connector: Arc::new(Fake),
+                file: "connectors/remote.toml".into(),
+            }],
+            CancellationToken::new(),
+        );
+        let text = "[[rules]]\nid = \"r\"\nsql = 'SELECT * FROM \"t\"'\n[[rules.actions]]\ntype = \"webhook\"\nconnector = \"remote\"\n";
+        let e = crate::rules::file::load_str_with(
+            Path::new("rules/r.toml"),
+            text,
+            &crate::rules::compile::CompileOptions::default(),
+            &set,
+        )
+        .unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (6, 13), "{}", e[0]);
+        assert!(
+            e[0].message
+                .contains("connector `remote` is of type `mqtt`, not `webhook`"),
+            "{}",
+            e[0]
+        );
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         let s = RuntimeSettings {
