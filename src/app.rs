@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, ListenerKind};
+use crate::connectors::ConnectorSet;
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{Broker, BrokerConfig, SharedStrategy};
 use crate::mqtt::codec::{reason, QoS};
@@ -34,6 +35,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Rules(#[from] crate::rules::engine::LoadErrors),
+    #[error("connectors refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Connectors(Vec<crate::config::walk::FileError>),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
     Http { addr: SocketAddr, source: std::io::Error },
 }
@@ -51,6 +54,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     /// The rule engine, unless `rule_engine.enable = false` or events go elsewhere.
     pub rules: Option<RuleEngine>,
+    /// The connectors (`connectors.dir`), when the rule engine runs.
+    pub connectors: Option<ConnectorSet>,
     pub addrs: Vec<BoundAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -155,15 +160,24 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
     }
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let rules = match engine_rx {
-        Some(rx) => Some(RuleEngine::start(
-            engine_config(cfg),
-            broker.clone(),
-            rx,
-            shutdown.clone(),
-            &tracker,
-        )?),
+    let connectors = match engine_rx {
+        Some(_) => Some(ConnectorSet::load(&cfg.connectors.dir, shutdown.clone()).map_err(AppError::Connectors)?),
         None => None,
+    };
+    let rules = match (engine_rx, &connectors) {
+        (Some(rx), Some(set)) => {
+            let started = RuleEngine::start_with(
+                engine_config(cfg),
+                Arc::new(set.clone()),
+                broker.clone(),
+                rx,
+                shutdown.clone(),
+                &tracker,
+            );
+            // A refused start stops the connectors it started.
+            Some(started.inspect_err(|_| shutdown.cancel())?)
+        }
+        _ => None,
     };
     let mut addrs = Vec::new();
     for l in cfg.listeners.active() {
@@ -234,7 +248,13 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
             name: "dashboard".into(),
             addr,
         });
-        tracker.spawn(crate::api::serve(l, broker.clone(), rules.clone(), shutdown.clone()));
+        tracker.spawn(crate::api::serve(
+            l,
+            broker.clone(),
+            rules.clone(),
+            connectors.clone(),
+            shutdown.clone(),
+        ));
     }
     let sys = &cfg.sys_topics;
     if sys.sys_msg_interval.is_some() || sys.sys_heartbeat_interval.is_some() {
@@ -248,6 +268,7 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
     Ok(Running {
         broker,
         rules,
+        connectors,
         addrs,
         shutdown,
         tracker,

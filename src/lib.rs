@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod connectors;
 pub mod metrics;
 pub mod mqtt;
 pub mod rules;

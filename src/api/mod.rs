@@ -13,9 +13,11 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::connectors::ConnectorSet;
 use crate::mqtt::broker::Broker;
 use crate::rules::engine::RuleEngine;
 
+mod connectors;
 mod rules;
 
 /// What the handlers read.
@@ -23,20 +25,29 @@ mod rules;
 pub struct ApiState {
     pub broker: Arc<Broker>,
     pub rules: Option<RuleEngine>,
+    pub connectors: Option<ConnectorSet>,
 }
 
-pub fn router(broker: Arc<Broker>, rules: Option<RuleEngine>) -> Router {
+pub fn router(broker: Arc<Broker>, rules: Option<RuleEngine>, connectors: Option<ConnectorSet>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v5/status", get(status))
         .merge(rules::routes())
-        .with_state(ApiState { broker, rules })
+        .merge(connectors::routes())
+        .with_state(ApiState {
+            broker,
+            rules,
+            connectors,
+        })
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     let mut text = s.broker.metrics.render_prometheus();
     if let Some(r) = &s.rules {
         r.render_prometheus(&mut text);
+    }
+    if let Some(c) = &s.connectors {
+        c.render_prometheus(&mut text);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -56,8 +67,14 @@ async fn status(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 /// Serve until `shutdown`.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, rules: Option<RuleEngine>, shutdown: CancellationToken) {
-    let app = router(broker, rules);
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    rules: Option<RuleEngine>,
+    connectors: Option<ConnectorSet>,
+    shutdown: CancellationToken,
+) {
+    let app = router(broker, rules, connectors);
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -490,7 +490,7 @@ impl Msg {
                 let key = if key.is_empty() { field.as_str() } else { key };
                 match suggest(field, expected) {
                     Some(s) => format!("unknown key `{key}` (did you mean `{s}`?)"),
-                    None if expected.len() <= 8 => {
+                    None if expected.len() <= 10 => {
                         format!("unknown key `{key}` (expected one of: {})", expected.join(", "))
                     }
                     None => format!("unknown key `{key}`"),

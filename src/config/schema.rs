@@ -30,6 +30,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "sys_topics",
     "durable_storage",
     "rule_engine",
+    "connectors",
 ];
 
 /// The whole broker configuration. `Config::default()` is a working broker.
@@ -52,6 +53,8 @@ pub struct Config {
     pub durable_storage: DurableStorageConfig,
     /// `rule_engine.*`: rule files, hot reload and action queues.
     pub rule_engine: RuleEngineConfig,
+    /// `connectors.*`: connector files (webhook, ...) that rule actions send to.
+    pub connectors: ConnectorsConfig,
 }
 
 // ---------------------------------------------------------------------------
@@ -865,6 +868,26 @@ impl Default for RuleEngineConfig {
             events_queue_len: 65536,
             action_queue_len: 10_000,
             max_republish_depth: 8,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// connectors
+
+/// `connectors.*`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// `connectors.dir` (default `"connectors"`): the `<name>.toml` connector files; the
+    /// connector's name is the file stem. A rule action names its connector by that name.
+    pub dir: PathBuf,
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        ConnectorsConfig {
+            dir: PathBuf::from("connectors"),
         }
     }
 }

@@ -5,9 +5,14 @@
 //! (`rule_engine.action_queue_len`) and, when it is full, the output is dropped and counted
 //! (`actions.discarded`, `junction_rule_actions_discarded_total`). Behind the queue a worker
 //! task runs the action. The built-in actions are here: `republish` (back into the broker,
-//! with loop protection) and `console` (one line on stdout). Connectors plug in behind the
-//! same queue: an [`ActionSpec`] variant and a worker (issue 5).
+//! with loop protection) and `console` (one line on stdout).
+//!
+//! Connector actions (`type = "webhook"`, ... with `connector = "<name>"`) are parsed and run
+//! by `crate::connectors` through the [`ConnectorCatalog`] and [`ExternalAction`] traits, so
+//! this module names no concrete connector: their outputs go to the connector runtime's own
+//! queue ([`ActionSink`]), which outlives rule reloads.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -59,42 +64,109 @@ pub enum UserProperties {
     Template(Template),
 }
 
+/// Where a rule action's output goes when a connector runs it: the runtime's bounded queue.
+pub trait ActionSink: Send + Sync {
+    /// Queues `input` without waiting; returns whether it was queued without dropping
+    /// anything (the runtime's policy decides what is dropped when full).
+    fn submit(&self, input: ActionInput) -> bool;
+}
+
+/// A parsed connector action (the per-action settings of a connector type).
+pub trait ExternalAction: Send + Sync + fmt::Debug {
+    /// The action's `type` (the connector type, e.g. `webhook`).
+    fn kind(&self) -> &str;
+    /// The connector's name (its file stem).
+    fn connector(&self) -> &str;
+    /// What the action would send for `out` (rule test files, the rule-test API).
+    fn preview(&self, out: &Map) -> serde_json::Value;
+    /// The queue of the `index`th action of rule `rule_id`. The runtime behind it is kept
+    /// across rule reloads (same rule, index and connector): its queue and metrics survive,
+    /// and it sends with these settings from now on.
+    fn start(&self, rule_id: &str, index: usize, metrics: Arc<RuleMetrics>) -> Arc<dyn ActionSink>;
+}
+
+/// The loaded connectors, as the rule loader sees them.
+pub trait ConnectorCatalog: Send + Sync {
+    /// The connector types an action may name.
+    fn types(&self) -> Vec<&'static str>;
+    /// Parses an action of connector type `ty` (its `connector` and per-action settings);
+    /// `None` when `ty` is not a connector type.
+    fn parse_action(&self, ty: &str, f: &mut Fields<'_, '_>) -> Option<Result<Arc<dyn ExternalAction>, FileError>>;
+    /// After a rule reload: the connector actions still in use; the others drain and stop.
+    fn retain_actions(&self, live: &[(Arc<str>, usize)]);
+}
+
+/// No connectors (tools that load rules without a running broker).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoConnectors;
+
+impl ConnectorCatalog for NoConnectors {
+    fn types(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn parse_action(&self, _: &str, _: &mut Fields<'_, '_>) -> Option<Result<Arc<dyn ExternalAction>, FileError>> {
+        None
+    }
+    fn retain_actions(&self, _: &[(Arc<str>, usize)]) {}
+}
+
+/// A connector action in an [`ActionSpec`].
+#[derive(Debug, Clone)]
+pub struct External(pub Arc<dyn ExternalAction>);
+
+impl PartialEq for External {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || format!("{:?}", self.0) == format!("{:?}", other.0)
+    }
+}
+
 /// One action of a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionSpec {
     Republish(Box<Republish>),
     Console,
+    /// Run by a connector (`crate::connectors`).
+    Connector(External),
 }
 
 impl ActionSpec {
     /// The action's `type`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             ActionSpec::Republish(_) => "republish",
             ActionSpec::Console => "console",
+            ActionSpec::Connector(c) => c.0.kind(),
         }
     }
 
-    /// Reads one `[[rules.actions]]` table.
-    pub fn parse(mut f: Fields<'_, '_>) -> Result<ActionSpec, FileError> {
+    /// Reads one `[[rules.actions]]` table (no connector types).
+    pub fn parse(f: Fields<'_, '_>) -> Result<ActionSpec, FileError> {
+        Self::parse_with(f, &NoConnectors)
+    }
+
+    /// Reads one `[[rules.actions]]` table; connector types are parsed by `connectors`.
+    pub fn parse_with(mut f: Fields<'_, '_>, connectors: &dyn ConnectorCatalog) -> Result<ActionSpec, FileError> {
         let ty = f.req_string("type")?;
         let spec = match ty.value.as_str() {
             "republish" => ActionSpec::Republish(Box::new(parse_republish(&mut f)?)),
             "console" => ActionSpec::Console,
-            other => {
-                let hint = ACTION_TYPES
-                    .iter()
-                    .find(|t| t.starts_with(&other[..other.len().min(3)]))
-                    .map(|t| format!(" (did you mean `{t}`?)"))
-                    .unwrap_or_default();
-                return Err(f.error(
-                    "type",
-                    format!(
-                        "unknown action type `{other}`{hint}; known: {}",
-                        ACTION_TYPES.join(", ")
-                    ),
-                ));
-            }
+            other => match connectors.parse_action(other, &mut f) {
+                Some(r) => ActionSpec::Connector(External(r?)),
+                None => {
+                    let mut known: Vec<&str> = ACTION_TYPES.to_vec();
+                    known.extend(connectors.types());
+                    let prefix: String = other.chars().take(3).collect();
+                    let hint = known
+                        .iter()
+                        .find(|t| t.starts_with(&prefix))
+                        .map(|t| format!(" (did you mean `{t}`?)"))
+                        .unwrap_or_default();
+                    return Err(f.error(
+                        "type",
+                        format!("unknown action type `{other}`{hint}; known: {}", known.join(", ")),
+                    ));
+                }
+            },
         };
         f.finish()?;
         Ok(spec)
@@ -105,6 +177,7 @@ impl ActionSpec {
     pub fn preview(&self, out: &Map) -> serde_json::Value {
         match self {
             ActionSpec::Console => json!({"type": "console", "output": Value::Map(Arc::new(out.clone())).to_json()}),
+            ActionSpec::Connector(c) => c.0.preview(out),
             ActionSpec::Republish(r) => match r.render(out) {
                 Ok(m) => {
                     let props: serde_json::Map<String, serde_json::Value> = m
@@ -327,22 +400,43 @@ pub struct ActionInput {
 }
 
 /// The bounded queue in front of one action of one rule.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ActionQueue {
-    tx: mpsc::Sender<ActionInput>,
+    to: QueueTo,
     metrics: Arc<RuleMetrics>,
 }
 
+#[derive(Clone)]
+enum QueueTo {
+    Builtin(mpsc::Sender<ActionInput>),
+    Connector(Arc<dyn ActionSink>),
+}
+
+impl fmt::Debug for ActionQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.to {
+            QueueTo::Builtin(_) => "ActionQueue(builtin)",
+            QueueTo::Connector(_) => "ActionQueue(connector)",
+        })
+    }
+}
+
 impl ActionQueue {
-    /// Queues `input` without waiting. When the queue is full the input is dropped and
-    /// counted (`actions.discarded`); returns whether it was queued.
+    /// Queues `input` without waiting. When a built-in action's queue is full the input is
+    /// dropped and counted (`actions.discarded`); a connector's runtime applies its own
+    /// policy (drop oldest). Returns whether nothing was dropped.
     pub fn submit(&self, input: ActionInput) -> bool {
         self.metrics.actions_total.inc();
-        if self.tx.try_send(input).is_ok() {
-            true
-        } else {
-            self.metrics.actions_discarded.inc();
-            false
+        match &self.to {
+            QueueTo::Builtin(tx) => {
+                if tx.try_send(input).is_ok() {
+                    true
+                } else {
+                    self.metrics.actions_discarded.inc();
+                    false
+                }
+            }
+            QueueTo::Connector(sink) => sink.submit(input),
         }
     }
 }
@@ -353,10 +447,25 @@ pub struct ActionEnv {
     pub broker: Arc<Broker>,
 }
 
-/// Starts the worker of `spec` behind a queue of `capacity`. The worker ends when every
-/// [`ActionQueue`] clone is dropped and the queue is drained, so a rule-set swap loses
-/// nothing already queued.
-pub fn start(spec: Arc<ActionSpec>, env: &ActionEnv, metrics: Arc<RuleMetrics>, capacity: usize) -> ActionQueue {
+/// Starts the `index`th action of rule `rule_id`. A built-in action gets a worker behind a
+/// queue of `capacity`; the worker ends when every [`ActionQueue`] clone is dropped and the
+/// queue is drained, so a rule-set swap loses nothing already queued. A connector action
+/// is handed to its connector's runtime, which keeps its queue across reloads.
+pub fn start(
+    spec: Arc<ActionSpec>,
+    rule_id: &str,
+    index: usize,
+    env: &ActionEnv,
+    metrics: Arc<RuleMetrics>,
+    capacity: usize,
+) -> ActionQueue {
+    if let ActionSpec::Connector(c) = &*spec {
+        let sink = c.0.start(rule_id, index, metrics.clone());
+        return ActionQueue {
+            to: QueueTo::Connector(sink),
+            metrics,
+        };
+    }
     let (tx, mut rx) = mpsc::channel::<ActionInput>(capacity.max(1));
     let env = env.clone();
     let m = metrics.clone();
@@ -374,7 +483,10 @@ pub fn start(spec: Arc<ActionSpec>, env: &ActionEnv, metrics: Arc<RuleMetrics>, 
             }
         }
     });
-    ActionQueue { tx, metrics }
+    ActionQueue {
+        to: QueueTo::Builtin(tx),
+        metrics,
+    }
 }
 
 fn run(spec: &ActionSpec, env: &ActionEnv, input: &ActionInput) -> Result<(), String> {
@@ -392,5 +504,7 @@ fn run(spec: &ActionSpec, env: &ActionEnv, input: &ActionInput) -> Result<(), St
             env.broker.publish(msg);
             Ok(())
         }
+        // Handed to the connector runtime in `start`; never run here.
+        ActionSpec::Connector(c) => Err(format!("connector action `{}` has no runtime", c.0.kind())),
     }
 }

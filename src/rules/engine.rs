@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::actions::{self, ActionEnv, ActionInput, ActionQueue};
+use super::actions::{self, ActionEnv, ActionInput, ActionQueue, ConnectorCatalog, NoConnectors};
 use super::compile::{CompileOptions, Source};
 use super::eval::EvalInput;
 use super::events::{ColumnSet, EventKind};
@@ -224,6 +224,8 @@ pub struct RuleInfo {
 struct Shared {
     cfg: EngineConfig,
     env: ActionEnv,
+    /// The loaded connectors (they outlive rule reloads).
+    connectors: Arc<dyn ConnectorCatalog>,
     registry: Mutex<HashMap<Arc<str>, Arc<RuleMetrics>>>,
     defs: Mutex<Vec<Arc<RuleDef>>>,
     status: Mutex<ReloadStatus>,
@@ -258,10 +260,23 @@ impl RuleEngine {
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Result<RuleEngine, LoadErrors> {
+        Self::start_with(cfg, Arc::new(NoConnectors), broker, events, shutdown, tracker)
+    }
+
+    /// [`RuleEngine::start`] with the loaded connectors, which rule actions may name.
+    pub fn start_with(
+        cfg: EngineConfig,
+        connectors: Arc<dyn ConnectorCatalog>,
+        broker: Arc<Broker>,
+        events: mpsc::Receiver<BrokerEvent>,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Result<RuleEngine, LoadErrors> {
         let (sets, rx) = watch::channel(Arc::new(RuleSet::empty()));
         let engine = RuleEngine {
             shared: Arc::new(Shared {
                 env: ActionEnv { broker: broker.clone() },
+                connectors,
                 cfg,
                 registry: Mutex::new(HashMap::new()),
                 defs: Mutex::new(Vec::new()),
@@ -312,6 +327,12 @@ impl RuleEngine {
                     let mut reg = s.registry.lock();
                     reg.retain(|id, _| defs.iter().any(|d| &d.id == id));
                 }
+                let live: Vec<(Arc<str>, usize)> = set
+                    .rules
+                    .iter()
+                    .flat_map(|r| (0..r.actions.len()).map(|i| (r.def.id.clone(), i)))
+                    .collect();
+                s.connectors.retain_actions(&live);
                 *s.defs.lock() = defs;
                 // Raise the event mask before the swap (union), the dispatcher narrows it after.
                 let old = s.sets.borrow().mask();
@@ -338,7 +359,7 @@ impl RuleEngine {
     fn build(&self) -> Result<(RuleSet, Vec<Arc<RuleDef>>), Vec<FileError>> {
         let s = &self.shared;
         let opts = self.compile_options()?;
-        let defs: Vec<Arc<RuleDef>> = file::load_dir(&s.cfg.rules_dir, &opts)?
+        let defs: Vec<Arc<RuleDef>> = file::load_dir_with(&s.cfg.rules_dir, &opts, &*s.connectors)?
             .into_iter()
             .map(Arc::new)
             .collect();
@@ -368,7 +389,8 @@ impl RuleEngine {
             let actions = def
                 .actions
                 .iter()
-                .map(|a| actions::start(a.clone(), &s.env, metrics.clone(), s.cfg.action_queue_len))
+                .enumerate()
+                .map(|(i, a)| actions::start(a.clone(), &def.id, i, &s.env, metrics.clone(), s.cfg.action_queue_len))
                 .collect();
             set.rules.push(Active {
                 def: def.clone(),

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::actions::ActionSpec;
+use super::actions::{ActionSpec, ConnectorCatalog, NoConnectors};
 use super::compile::{compile_with, CompileOptions, CompiledRule, RuleSqlError};
 use super::parse;
 use crate::config::walk::{line_of, Doc, Fields, FileError, Spanned};
@@ -83,7 +83,18 @@ pub enum TestInput {
 }
 
 /// Loads every `*.toml` of `dir` (sorted by name). A missing folder is an empty rule set.
+/// Connector action types are refused (see [`load_dir_with`]).
 pub fn load_dir(dir: &Path, opts: &CompileOptions) -> Result<Vec<RuleDef>, Vec<FileError>> {
+    load_dir_with(dir, opts, &NoConnectors)
+}
+
+/// [`load_dir`], with the loaded connectors: an action naming a missing connector, or one of
+/// another type, is refused with `file:line:col`.
+pub fn load_dir_with(
+    dir: &Path,
+    opts: &CompileOptions,
+    connectors: &dyn ConnectorCatalog,
+) -> Result<Vec<RuleDef>, Vec<FileError>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(Result::ok)
@@ -102,11 +113,20 @@ pub fn load_dir(dir: &Path, opts: &CompileOptions) -> Result<Vec<RuleDef>, Vec<F
         }
     };
     paths.sort();
-    load_files(&paths, opts)
+    load_files_with(&paths, opts, connectors)
 }
 
 /// Loads the given files as one rule set (ids must be unique across them).
 pub fn load_files(paths: &[PathBuf], opts: &CompileOptions) -> Result<Vec<RuleDef>, Vec<FileError>> {
+    load_files_with(paths, opts, &NoConnectors)
+}
+
+/// [`load_files`] with the loaded connectors.
+pub fn load_files_with(
+    paths: &[PathBuf],
+    opts: &CompileOptions,
+    connectors: &dyn ConnectorCatalog,
+) -> Result<Vec<RuleDef>, Vec<FileError>> {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     let mut ids: HashMap<Arc<str>, (PathBuf, usize)> = HashMap::new();
@@ -124,7 +144,7 @@ pub fn load_files(paths: &[PathBuf], opts: &CompileOptions) -> Result<Vec<RuleDe
                 continue;
             }
         };
-        match load_str(path, &text, opts) {
+        match load_str_with(path, &text, opts, connectors) {
             Ok(defs) => {
                 for d in defs {
                     if let Some((f, l)) = ids.get(&d.id) {
@@ -153,6 +173,16 @@ pub fn load_files(paths: &[PathBuf], opts: &CompileOptions) -> Result<Vec<RuleDe
 
 /// Loads the rules of one file's text.
 pub fn load_str(path: &Path, text: &str, opts: &CompileOptions) -> Result<Vec<RuleDef>, Vec<FileError>> {
+    load_str_with(path, text, opts, &NoConnectors)
+}
+
+/// [`load_str`] with the loaded connectors.
+pub fn load_str_with(
+    path: &Path,
+    text: &str,
+    opts: &CompileOptions,
+    connectors: &dyn ConnectorCatalog,
+) -> Result<Vec<RuleDef>, Vec<FileError>> {
     let doc = Doc { path, text };
     let parsed = doc.parse().map_err(|e| vec![e])?;
     let mut root = Fields::new(&doc, parsed.as_table(), None, String::new());
@@ -160,7 +190,7 @@ pub fn load_str(path: &Path, text: &str, opts: &CompileOptions) -> Result<Vec<Ru
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for t in tables {
-        match load_rule(&doc, t, opts) {
+        match load_rule(&doc, t, opts, connectors) {
             Ok(r) => out.push(r),
             Err(e) => errors.push(e),
         }
@@ -175,7 +205,12 @@ pub fn load_str(path: &Path, text: &str, opts: &CompileOptions) -> Result<Vec<Ru
     }
 }
 
-fn load_rule(doc: &Doc<'_>, mut f: Fields<'_, '_>, opts: &CompileOptions) -> Result<RuleDef, FileError> {
+fn load_rule(
+    doc: &Doc<'_>,
+    mut f: Fields<'_, '_>,
+    opts: &CompileOptions,
+    connectors: &dyn ConnectorCatalog,
+) -> Result<RuleDef, FileError> {
     let line = f.at().map_or(0, |s| line_of(doc.text, s.start));
     let id = f.req_string("id")?;
     if id.value.is_empty() || id.value.len() > 255 || id.value.chars().any(|c| c.is_control()) {
@@ -187,7 +222,7 @@ fn load_rule(doc: &Doc<'_>, mut f: Fields<'_, '_>, opts: &CompileOptions) -> Res
     let rule = compile_in_file(doc, &sql, opts, &f.name)?;
     let mut actions = Vec::new();
     for a in f.tables("actions")? {
-        actions.push(Arc::new(ActionSpec::parse(a)?));
+        actions.push(Arc::new(ActionSpec::parse_with(a, connectors)?));
     }
     let mut tests = Vec::new();
     for t in f.tables("tests")? {

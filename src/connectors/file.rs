@@ -1,0 +1,295 @@
+//! Connector files: `connectors/<name>.toml` (folder `connectors.dir`), one connector each,
+//! named by the file stem. Read key by key with [`Fields`], so every error is `file:line:col`.
+//!
+//! ```toml
+//! type = "webhook"                 # a type of the registry
+//! url = "http://127.0.0.1:8080/api"
+//! headers = { authorization = "Bearer x" }
+//! # common to every connector type (defaults shown)
+//! connect_timeout = "5s"
+//! request_timeout = "15s"
+//! pool_size = 8
+//! tls = { enable = false, verify = true }   # cacertfile = "ca.pem"
+//! health_check_interval = "15s"
+//! # the runtime, per action of a rule that names this connector
+//! queue_len = 10000                # outputs buffered in memory; when full: drop oldest
+//! batch_size = 1                   # > 1: send up to this many outputs at once
+//! batch_time = "0ms"               # wait up to this long for a batch to fill
+//! inflight_window = 100            # batches in flight; 1 keeps strict order
+//! max_retries = "infinity"         # retries of a batch on retryable errors
+//! retry_backoff = { initial = "100ms", max = "30s" }   # exponential, with jitter
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{registry, Connector};
+use crate::config::units::parse_duration;
+use crate::config::walk::{Doc, Fields, FileError};
+
+/// Settings every connector type understands (how it uses them is its own business).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommonSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pool_size: usize,
+    pub tls: TlsSettings,
+    /// The runtime's `batch_size` (a connector may shape a batch differently, e.g. a JSON array).
+    pub batch_size: usize,
+    /// The folder of the file (relative paths in settings are relative to the working directory).
+    pub file: PathBuf,
+}
+
+/// `tls = { enable, verify, cacertfile }`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// `None`: the connector decides (the webhook: by the URL's scheme).
+    pub enable: Option<bool>,
+    pub verify: bool,
+    pub cacertfile: Option<PathBuf>,
+}
+
+/// How the runtime runs each action of this connector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSettings {
+    /// Outputs buffered in memory per action; when full the oldest is dropped
+    /// (`dropped{reason="queue_full"}`).
+    pub queue_len: usize,
+    pub batch_size: usize,
+    pub batch_time: Duration,
+    /// Batches in flight per action; 1 keeps strict order.
+    pub inflight_window: usize,
+    /// `None`: retry until it succeeds (or a non-retryable error).
+    pub max_retries: Option<u32>,
+    pub retry_backoff_initial: Duration,
+    pub retry_backoff_max: Duration,
+    pub health_check_interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            queue_len: 10_000,
+            batch_size: 1,
+            batch_time: Duration::ZERO,
+            inflight_window: 100,
+            max_retries: None,
+            retry_backoff_initial: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(30),
+            health_check_interval: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A loaded connector file.
+#[derive(Clone)]
+pub struct ConnectorDef {
+    /// The file stem.
+    pub name: Arc<str>,
+    /// Its `type`.
+    pub kind: &'static str,
+    pub runtime: RuntimeSettings,
+    pub connector: Arc<dyn Connector>,
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for ConnectorDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorDef")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("runtime", &self.runtime)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads every `*.toml` of `dir` (sorted). A missing folder is no connectors. All or nothing:
+/// every error of every file is returned.
+pub fn load_dir(dir: &Path) -> Result<Vec<ConnectorDef>, Vec<FileError>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(vec![FileError {
+                file: dir.to_path_buf(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read the connectors folder: {e}"),
+                snippet: None,
+            }])
+        }
+    };
+    paths.sort();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(FileError {
+                    file: path.clone(),
+                    line: 0,
+                    col: 0,
+                    message: format!("cannot read: {e}"),
+                    snippet: None,
+                });
+                continue;
+            }
+        };
+        match load_str(&path, &text) {
+            Ok(d) => out.push(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Loads one connector file's text; the name is the stem of `path`.
+pub fn load_str(path: &Path, text: &str) -> Result<ConnectorDef, FileError> {
+    let doc = Doc { path, text };
+    let parsed = doc.parse()?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(doc.error_at(
+            0,
+            format!("connector name `{name}` (the file stem): use letters, digits, `_` and `-`"),
+        ));
+    }
+    let mut f = Fields::new(&doc, parsed.as_table(), None, "connector".into());
+    let ty = f.req_string("type")?;
+    let Some((kind, parse)) = registry::find(&ty.value) else {
+        return Err(f.error(
+            "type",
+            format!(
+                "unknown connector type `{}`; known: {}",
+                ty.value,
+                registry::names().join(", ")
+            ),
+        ));
+    };
+    let mut rt = RuntimeSettings::default();
+    let connect_timeout = duration(&mut f, "connect_timeout")?.unwrap_or(rt.connect_timeout);
+    rt.connect_timeout = connect_timeout;
+    let request_timeout = duration(&mut f, "request_timeout")?.unwrap_or(Duration::from_secs(15));
+    let pool_size = count(&mut f, "pool_size", 1, 1024)?.unwrap_or(8);
+    let mut tls = TlsSettings {
+        verify: true,
+        ..TlsSettings::default()
+    };
+    if let Some(mut t) = f.table("tls")? {
+        tls.enable = t.bool("enable")?;
+        tls.verify = t.bool("verify")?.unwrap_or(true);
+        tls.cacertfile = t.string("cacertfile")?.map(|s| PathBuf::from(s.value));
+        t.finish()?;
+    }
+    rt.health_check_interval = duration(&mut f, "health_check_interval")?.unwrap_or(rt.health_check_interval);
+    rt.queue_len = count(&mut f, "queue_len", 1, 100_000_000)?.unwrap_or(rt.queue_len);
+    rt.batch_size = count(&mut f, "batch_size", 1, 100_000)?.unwrap_or(rt.batch_size);
+    rt.batch_time = duration(&mut f, "batch_time")?.unwrap_or(rt.batch_time);
+    rt.inflight_window = count(&mut f, "inflight_window", 1, 10_000)?.unwrap_or(rt.inflight_window);
+    rt.max_retries = match f.any("max_retries")? {
+        None => None,
+        Some(toml_edit::Value::String(s)) if s.value() == "infinity" => None,
+        Some(toml_edit::Value::Integer(i)) if (0..=i64::from(u32::MAX)).contains(i.value()) => Some(*i.value() as u32),
+        Some(_) => return Err(f.error("max_retries", "expected a count (0 or more) or \"infinity\"")),
+    };
+    if let Some(mut b) = f.table("retry_backoff")? {
+        rt.retry_backoff_initial = duration(&mut b, "initial")?.unwrap_or(rt.retry_backoff_initial);
+        rt.retry_backoff_max = duration(&mut b, "max")?.unwrap_or(rt.retry_backoff_max);
+        if rt.retry_backoff_max < rt.retry_backoff_initial {
+            return Err(b.error("max", "must not be less than `initial`"));
+        }
+        b.finish()?;
+    }
+    let common = CommonSettings {
+        connect_timeout,
+        request_timeout,
+        pool_size,
+        tls,
+        batch_size: rt.batch_size,
+        file: path.to_path_buf(),
+    };
+    let connector = parse(&mut f, &common)?;
+    f.finish()?;
+    Ok(ConnectorDef {
+        name: Arc::from(name.as_str()),
+        kind,
+        runtime: rt,
+        connector,
+        file: path.to_path_buf(),
+    })
+}
+
+/// A duration setting (`"5s"`, `"100ms"`).
+pub fn duration(f: &mut Fields<'_, '_>, key: &'static str) -> Result<Option<Duration>, FileError> {
+    match f.string(key)? {
+        None => Ok(None),
+        Some(s) => parse_duration(&s.value).map(Some).map_err(|e| f.error(key, e)),
+    }
+}
+
+/// An integer setting within `min..=max`.
+pub fn count(f: &mut Fields<'_, '_>, key: &'static str, min: i64, max: i64) -> Result<Option<usize>, FileError> {
+    match f.int(key)? {
+        None => Ok(None),
+        Some(v) if (min..=max).contains(&v) => Ok(Some(v as usize)),
+        Some(v) => Err(f.error(key, format!("{v} is out of range {min}..={max}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ConnectorDef, FileError> {
+        load_str(Path::new("connectors/hook.toml"), text)
+    }
+
+    #[test]
+    fn reads_a_webhook_file() {
+        let d = load(
+            "type = \"webhook\"\nurl = \"http://127.0.0.1:1/x\"\nbatch_size = 10\nbatch_time = \"50ms\"\n\
+             inflight_window = 1\nmax_retries = 3\nretry_backoff = { initial = \"10ms\", max = \"1s\" }\nqueue_len = 5\n",
+        )
+        .unwrap();
+        assert_eq!(&*d.name, "hook");
+        assert_eq!(d.kind, "webhook");
+        assert_eq!(d.runtime.batch_size, 10);
+        assert_eq!(d.runtime.batch_time, Duration::from_millis(50));
+        assert_eq!(d.runtime.inflight_window, 1);
+        assert_eq!(d.runtime.max_retries, Some(3));
+        assert_eq!(d.runtime.retry_backoff_initial, Duration::from_millis(10));
+        assert_eq!(d.runtime.queue_len, 5);
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let e = load("type = \"webhok\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (1, 8), "{e}");
+        assert!(e.message.contains("unknown connector type `webhok`"), "{e}");
+        let e = load("type = \"webhook\"\nurl = \"http://h/\"\nbatch_sise = 3\n").unwrap_err();
+        assert_eq!((e.line, e.col), (3, 1), "{e}");
+        assert!(e.message.contains("did you mean `batch_size`"), "{e}");
+        let e = load("type = \"webhook\"\nurl = \"http://h/\"\nbatch_time = \"5\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = load("type = \"webhook\"\nurl = \"ftp://h/\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 7), "{e}");
+        let e = load("type = \"webhook\"\n").unwrap_err();
+        assert!(e.message.contains("missing `url`"), "{e}");
+    }
+}

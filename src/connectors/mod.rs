@@ -1,0 +1,114 @@
+//! Connectors: where rule outputs leave the broker (issue 5).
+//!
+//! A connector is a file, `connectors/<name>.toml` ([`file`]), with a `type` and typed
+//! settings. A rule action names it (`type = "webhook"`, `connector = "<name>"`) and gives
+//! the per-action part (method, path, body template, ...). The pieces:
+//!
+//! - [`Connector`]: what a connector type implements, and all it implements: connect, send
+//!   a batch, health check, close, plus parsing its per-action settings. Everything else
+//!   (queues, batching, the in-flight window, retries, health states, metrics) is the one
+//!   [`runtime`] every connector shares.
+//! - [`registry`]: the one list of connector types. Adding a connector is its module and one
+//!   line there.
+//! - [`runtime::ConnectorSet`]: the loaded connectors and the per-action runtimes; it lives
+//!   across rule reloads, so a reload neither restarts a connector nor loses a queue.
+//!
+//! The MQTT hot path never waits on any of this: the rule dispatcher hands outputs to
+//! [`runtime::ActionRuntime::submit`], which never waits.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::config::walk::{Fields, FileError};
+use crate::rules::value::Map;
+
+pub mod file;
+pub mod registry;
+pub mod runtime;
+pub mod webhook;
+
+pub use file::{CommonSettings, ConnectorDef, RuntimeSettings};
+pub use runtime::{ActionMetrics, ActionRuntime, ConnectorSet, Health};
+
+/// Why a send (or connect, or health check) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// Sending the same batch again may succeed (a 5xx, a timeout, a lost connection).
+    /// When false (an HTTP 4xx, a constraint violation) the batch is counted failed.
+    pub retryable: bool,
+    /// The connection is gone: the runtime marks the connector disconnected and reconnects.
+    pub disconnected: bool,
+    /// What the server (or the client library) said.
+    pub message: String,
+}
+
+impl SendError {
+    /// A retryable error (the connection is still usable).
+    pub fn retryable(message: impl Into<String>) -> SendError {
+        SendError {
+            retryable: true,
+            disconnected: false,
+            message: message.into(),
+        }
+    }
+
+    /// A retryable error that lost the connection.
+    pub fn disconnected(message: impl Into<String>) -> SendError {
+        SendError {
+            retryable: true,
+            disconnected: true,
+            message: message.into(),
+        }
+    }
+
+    /// An error that sending again would not fix.
+    pub fn fatal(message: impl Into<String>) -> SendError {
+        SendError {
+            retryable: false,
+            disconnected: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The per-action settings of a connector type (opaque to the runtime; the connector
+/// downcasts them with [`ActionSettings::as_any`]).
+pub trait ActionSettings: Any + fmt::Debug + Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a connector type implements. Object safe: futures are boxed.
+pub trait Connector: Send + Sync + 'static {
+    /// Opens the connection (pool) to the server. Called at start and after a failure.
+    fn connect(&self) -> BoxFuture<'_, Result<(), SendError>>;
+    /// Sends one batch of outputs of one action (`action` came from [`Connector::parse_action`]).
+    /// All or nothing: an error makes the runtime retry or fail the whole batch.
+    fn send_batch<'a>(
+        &'a self,
+        action: &'a dyn ActionSettings,
+        batch: &'a [Arc<Map>],
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Whether the server is reachable (run every `health_check_interval` while connected).
+    fn health_check(&self) -> BoxFuture<'_, Result<(), SendError>>;
+    /// Closes the connection (pool).
+    fn close(&self) -> BoxFuture<'_, ()>;
+    /// Parses a rule action's per-action settings (all keys but `type` and `connector`).
+    fn parse_action(&self, f: &mut Fields<'_, '_>) -> Result<Arc<dyn ActionSettings>, FileError>;
+    /// What the action would send for `out`, as JSON (rule tests, the rule-test API).
+    fn preview(&self, action: &dyn ActionSettings, out: &Map) -> serde_json::Value;
+}
+
+/// A connector type's parser: its connector settings from the file's table (the common
+/// settings are already read).
+pub type ParseConnector = fn(&mut Fields<'_, '_>, &CommonSettings) -> Result<Arc<dyn Connector>, FileError>;
