@@ -5,7 +5,9 @@
 //! (`rule_engine.action_queue_len`) and, when it is full, the output is dropped and counted
 //! (`actions.discarded`, `junction_rule_actions_discarded_total`). Behind the queue a worker
 //! task runs the action. The built-in actions are here: `republish` (back into the broker,
-//! with loop protection) and `console` (one line on stdout).
+//! with loop protection) and `console` (one line on stdout, behind a queue: a slow stdout
+//! must not stall rules). `republish` is the one action run by the dispatcher itself:
+//! publishing into the broker never waits, so a queue would only add a hop.
 //!
 //! Connector actions (`type = "webhook"`, ... with `connector = "<name>"`) are parsed and run
 //! by `crate::connectors` through the [`ConnectorCatalog`] and [`ExternalAction`] traits, so
@@ -410,6 +412,10 @@ pub struct ActionQueue {
 enum QueueTo {
     Builtin(mpsc::Sender<ActionInput>),
     Connector(Arc<dyn ActionSink>),
+    /// `republish`: run by the dispatcher itself. Publishing into the broker never waits
+    /// (subscriber queues are bounded with their own policy), so no queue is needed, and
+    /// the message is routed with no extra hop.
+    Inline(Arc<ActionSpec>, ActionEnv),
 }
 
 impl fmt::Debug for ActionQueue {
@@ -417,6 +423,7 @@ impl fmt::Debug for ActionQueue {
         f.write_str(match self.to {
             QueueTo::Builtin(_) => "ActionQueue(builtin)",
             QueueTo::Connector(_) => "ActionQueue(connector)",
+            QueueTo::Inline(..) => "ActionQueue(inline)",
         })
     }
 }
@@ -437,6 +444,20 @@ impl ActionQueue {
                 }
             }
             QueueTo::Connector(sink) => sink.submit(input),
+            QueueTo::Inline(spec, env) => {
+                finish(spec, &input, run(spec, env, &input), &self.metrics);
+                true
+            }
+        }
+    }
+}
+
+fn finish(spec: &ActionSpec, input: &ActionInput, r: Result<(), String>, m: &RuleMetrics) {
+    match r {
+        Ok(()) => m.actions_success.inc(),
+        Err(e) => {
+            m.actions_failed_unknown.inc();
+            tracing::warn!(rule = %input.rule_id, action = spec.kind(), error = %e, "Rule action failed.");
         }
     }
 }
@@ -466,6 +487,12 @@ pub fn start(
             metrics,
         };
     }
+    if let ActionSpec::Republish(_) = &*spec {
+        return ActionQueue {
+            to: QueueTo::Inline(spec, env.clone()),
+            metrics,
+        };
+    }
     let (tx, mut rx) = mpsc::channel::<ActionInput>(capacity.max(1));
     let env = env.clone();
     let m = metrics.clone();
@@ -473,13 +500,7 @@ pub fn start(
         let mut batch = Vec::with_capacity(64);
         while rx.recv_many(&mut batch, 64).await > 0 {
             for input in batch.drain(..) {
-                match run(&spec, &env, &input) {
-                    Ok(()) => m.actions_success.inc(),
-                    Err(e) => {
-                        m.actions_failed_unknown.inc();
-                        tracing::warn!(rule = %input.rule_id, action = spec.kind(), error = %e, "Rule action failed.");
-                    }
-                }
+                finish(&spec, &input, run(&spec, &env, &input), &m);
             }
         }
     });

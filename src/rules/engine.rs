@@ -268,7 +268,7 @@ impl RuleEngine {
         cfg: EngineConfig,
         connectors: Arc<dyn ConnectorCatalog>,
         broker: Arc<Broker>,
-        events: mpsc::Receiver<BrokerEvent>,
+        events: Vec<mpsc::Receiver<BrokerEvent>>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Result<RuleEngine, LoadErrors> {

@@ -35,8 +35,9 @@ impl RuleMetrics {
         self.failed_exception.get() + self.failed_no_result.get()
     }
 
+    /// EMQX's `actions.failed` (`out_of_service` + `unknown`); discards are counted apart.
     pub fn actions_failed(&self) -> u64 {
-        self.actions_failed_unknown.get() + self.actions_discarded.get()
+        self.actions_failed_unknown.get()
     }
 
     /// EMQX's `GET /api/v5/rules/{id}/metrics` `metrics` object.

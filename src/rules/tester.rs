@@ -36,6 +36,9 @@ pub struct RuleTestArgs {
     /// `[[rules.tests]]` and prints a pass/fail line each; exit status 1 if any fails.
     #[arg(value_name = "PATH", conflicts_with_all = ["sql", "topic", "payload", "event", "context"])]
     pub path: Option<std::path::PathBuf>,
+    /// Folder of connector files the rules' actions may name.
+    #[arg(long, default_value = "connectors")]
+    pub connectors_dir: std::path::PathBuf,
     /// Folder of `*.rhai` functions the rules may call.
     #[arg(long, default_value = "functions")]
     pub functions_dir: std::path::PathBuf,
@@ -79,7 +82,7 @@ pub struct TestReport {
 /// The CLI entry: runs the test and prints its report.
 pub fn run(args: RuleTestArgs) -> ExitCode {
     if let Some(path) = &args.path {
-        return super::testfile::run(path, &args.functions_dir);
+        return super::testfile::run(path, &args.functions_dir, &args.connectors_dir);
     }
     let report = execute(&args);
     for line in &report.stdout {

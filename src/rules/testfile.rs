@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use serde_json::Value as Json;
 
+use super::actions::{ConnectorCatalog, NoConnectors};
 use super::compile::CompileOptions;
 use super::file::{self, RuleDef, RuleTestCase, TestInput};
 use super::host_fns::HostEnv;
@@ -36,7 +37,7 @@ pub struct Report {
 
 /// The CLI entry: Rhai functions come from `functions_dir` (the broker's default folder
 /// unless the config says otherwise), so rules calling them test as they run.
-pub fn run(path: &Path, functions_dir: &Path) -> ExitCode {
+pub fn run(path: &Path, functions_dir: &Path, connectors_dir: &Path) -> ExitCode {
     let scripts = match ScriptFunctions::load(functions_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -48,7 +49,20 @@ pub fn run(path: &Path, functions_dir: &Path) -> ExitCode {
         scripts: (!scripts.is_empty()).then(|| std::sync::Arc::new(scripts)),
         ..HostEnv::default()
     };
-    let r = run_path(path, &env.compile_options());
+    // Connector files are read (rules may name them) but nothing connects.
+    let connectors = match crate::connectors::runtime::ConnectorSet::load(
+        connectors_dir,
+        tokio_util::sync::CancellationToken::new(),
+    ) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                println!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let r = run_path_with(path, &env.compile_options(), &connectors);
     for l in &r.lines {
         println!("{l}");
     }
@@ -57,10 +71,15 @@ pub fn run(path: &Path, functions_dir: &Path) -> ExitCode {
 
 /// Loads the rules at `path` (folder or file) and runs their tests.
 pub fn run_path(path: &Path, opts: &CompileOptions) -> Report {
+    run_path_with(path, opts, &NoConnectors)
+}
+
+/// [`run_path`] for rules that may name the connectors of `connectors`.
+pub fn run_path_with(path: &Path, opts: &CompileOptions, connectors: &dyn ConnectorCatalog) -> Report {
     let loaded = if path.is_dir() {
-        file::load_dir(path, opts)
+        file::load_dir_with(path, opts, connectors)
     } else {
-        file::load_files(&[PathBuf::from(path)], opts)
+        file::load_files_with(&[PathBuf::from(path)], opts, connectors)
     };
     let rules = match loaded {
         Ok(r) => r,
