@@ -214,6 +214,8 @@ struct Conn<S> {
     wbuf: BytesMut,
     protocol: Protocol,
     info: ClientInfo,
+    /// The same, shared by this client's messages and events (publisher and receiver columns).
+    shared_info: Arc<ClientInfo>,
     session: Arc<Session>,
     conn_id: u64,
     /// Effective keepalive (after Server Keep Alive), zero = none.
@@ -418,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             rbuf,
             wbuf: BytesMut::new(),
             protocol,
+            shared_info: Arc::new(info.clone()),
             info,
             session: attached.session,
             conn_id,
@@ -883,6 +886,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::DELIVERED, || BrokerEvent::Delivered {
                 client_id: c,
                 message: m,
+                info: Some(self.shared_info.clone()),
             });
         }
     }
@@ -1035,8 +1039,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             }
         }
         let (pkid, qos) = (p.pkid, p.qos);
-        let msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone()))
+        let mut msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone()))
             .with_properties(p.properties);
+        msg.publisher = Some(self.shared_info.clone());
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
             self.pressure = pressure;
@@ -1097,6 +1102,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::ACKED, || BrokerEvent::Acked {
                 client_id: c,
                 message: m,
+                info: Some(self.shared_info.clone()),
             });
         }
     }
@@ -1251,6 +1257,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     client_id: c,
                     filter,
                     qos,
+                    info: Some(self.shared_info.clone()),
                 });
                 Ok(qos as u8)
             })();
@@ -1294,6 +1301,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.broker.emit(EventMask::UNSUBSCRIBED, || BrokerEvent::Unsubscribed {
                     client_id: c,
                     filter,
+                    info: Some(self.shared_info.clone()),
                 });
             }
         }
@@ -1344,6 +1352,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             content_type: will.properties.content_type.clone(),
             ..Default::default()
         });
+        let mut msg = msg;
+        msg.publisher = Some(self.shared_info.clone());
         if delay == 0 {
             self.broker.publish(msg);
             return;

@@ -14,7 +14,7 @@ use super::codec::{Protocol, QoS};
 use super::message::Message;
 
 /// Identity of a connected client, shared by its events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientInfo {
     pub client_id: Arc<str>,
     pub username: Option<String>,
@@ -117,18 +117,24 @@ pub enum BrokerEvent {
         client_id: Arc<str>,
         filter: String,
         qos: QoS,
+        /// The client's connection (username, address), when known.
+        info: Option<Arc<ClientInfo>>,
     },
     Unsubscribed {
         client_id: Arc<str>,
         filter: String,
+        info: Option<Arc<ClientInfo>>,
     },
     Delivered {
         client_id: Arc<str>,
         message: Arc<Message>,
+        /// The receiving connection.
+        info: Option<Arc<ClientInfo>>,
     },
     Acked {
         client_id: Arc<str>,
         message: Arc<Message>,
+        info: Option<Arc<ClientInfo>>,
     },
     /// `message.dropped`: nobody took the message.
     MessageDropped {

@@ -46,6 +46,9 @@ pub struct Message {
     pub republished_by: Option<Arc<str>>,
     /// How many republishes in a row led to this message (0 for a client's message).
     pub rule_depth: u8,
+    /// The publishing connection (username, address) for the rule engine's columns. Not
+    /// stored.
+    pub publisher: Option<Arc<super::events::ClientInfo>>,
 }
 
 impl Message {
@@ -67,6 +70,7 @@ impl Message {
             received_at_ms: now_ms(),
             republished_by: None,
             rule_depth: 0,
+            publisher: None,
         }
     }
 
@@ -162,6 +166,7 @@ impl StoredMessage {
             received_at_ms: self.received_at_ms,
             republished_by: None,
             rule_depth: 0,
+            publisher: None,
         }
     }
 }

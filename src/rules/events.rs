@@ -811,18 +811,20 @@ impl EventContext {
     ///
     /// Gaps (our [`BrokerEvent`] does not carry them, so they are `null`, `{}` for property
     /// maps, or the event time for timestamps):
-    /// - `message.*`, `delivery.dropped`: the publisher's `username`, `peerhost`, `peername`
-    ///   (`from_username` too); the receiver's `username`, `peerhost`, `peername`;
-    ///   `flags.dup` is always false; `puback_props` is `{}`. `id` is the broker's message id
-    ///   as 32 hex digits. `clientid` of a message published by the broker itself is `null`.
+    /// - `message.*`, `delivery.dropped`: `flags.dup` is always false; `puback_props` is
+    ///   `{}`. `id` is the broker's message id as 32 hex digits. For a message the broker
+    ///   made itself (`$SYS`) `clientid`, `username`, `peerhost` and `peername` are `null`
+    ///   (a republished message's `clientid` is the rule id, as in EMQX), and so are the
+    ///   receiver's `username` and address in `delivery.dropped` and for messages restored
+    ///   from the store after a restart.
     /// - `client.connected`: `mountpoint`, `sockname`, `receive_maximum` (0), `conn_props`
     ///   (`{"User-Property": {}}`), `is_bridge` (false); `connected_at` is the event time.
     /// - `client.disconnected`: `sockname`, `disconn_props`, `connected_at`;
     ///   `disconnected_at` is the event time.
     /// - `client.connack`: `clean_start`, `proto_name`, `proto_ver`, `keepalive`,
     ///   `expiry_interval`, `sockname`, `conn_props`; `connected_at` is the event time.
-    /// - `session.subscribed` / `unsubscribed`: `username`, `peerhost`, `peername`,
-    ///   `sub_props` / `unsub_props`; `qos` of an unsubscribe is `null`.
+    /// - `session.subscribed` / `unsubscribed`: `sub_props` / `unsub_props`; `qos` of an
+    ///   unsubscribe is `null`.
     /// - `client.check_authz_complete`: `authz_source` is `null` (the only source is the
     ///   built-in allow-all until authorization lands).
     /// - `client.check_authn_complete`: `is_superuser` is false.
@@ -842,10 +844,9 @@ impl EventContext {
                 EventKind::MessagePublish,
                 b.message_head(m)
                     .opt(k!("clientid"), m.from.as_deref())
-                    .null(k!("username"))
+                    .opt(k!("username"), publisher_name(m))
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
-                    .null(k!("peerhost"))
-                    .null(k!("peername"))
+                    .peer(m.publisher.as_deref())
                     .message_tail(m)
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node))
@@ -907,12 +908,16 @@ impl EventContext {
                     .put(k!("timestamp"), || Value::Int(now))
                     .put(k!("node"), || node_value(node)),
             ),
-            BrokerEvent::Subscribed { client_id, filter, qos } => (
+            BrokerEvent::Subscribed {
+                client_id,
+                filter,
+                qos,
+                info,
+            } => (
                 EventKind::SessionSubscribed,
                 b.put(k!("clientid"), || Value::str(&**client_id))
-                    .null(k!("username"))
-                    .null(k!("peerhost"))
-                    .null(k!("peername"))
+                    .opt(k!("username"), info.as_ref().and_then(|i| i.username.as_deref()))
+                    .peer(info.as_deref())
                     .put(k!("sub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .put(k!("qos"), || qos_value(*qos))
@@ -920,12 +925,15 @@ impl EventContext {
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
-            BrokerEvent::Unsubscribed { client_id, filter } => (
+            BrokerEvent::Unsubscribed {
+                client_id,
+                filter,
+                info,
+            } => (
                 EventKind::SessionUnsubscribed,
                 b.put(k!("clientid"), || Value::str(&**client_id))
-                    .null(k!("username"))
-                    .null(k!("peerhost"))
-                    .null(k!("peername"))
+                    .opt(k!("username"), info.as_ref().and_then(|i| i.username.as_deref()))
+                    .peer(info.as_deref())
                     .put(k!("unsub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .null(k!("qos"))
@@ -933,13 +941,22 @@ impl EventContext {
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
-            BrokerEvent::Delivered { client_id, message } => (
+            BrokerEvent::Delivered {
+                client_id,
+                message,
+                info,
+            } => (
                 EventKind::MessageDelivered,
-                b.delivery(client_id, message).finish_message(message, now, node),
+                b.delivery(client_id, message, info.as_deref())
+                    .finish_message(message, now, node),
             ),
-            BrokerEvent::Acked { client_id, message } => (
+            BrokerEvent::Acked {
+                client_id,
+                message,
+                info,
+            } => (
                 EventKind::MessageAcked,
-                b.delivery(client_id, message)
+                b.delivery(client_id, message, info.as_deref())
                     .message_tail(message)
                     .put(k!("puback_props"), no_props)
                     .put(k!("timestamp"), || Value::Int(now))
@@ -950,10 +967,9 @@ impl EventContext {
                 b.message_head(m)
                     .put(k!("reason"), || Value::str(reason.as_str()))
                     .opt(k!("clientid"), m.from.as_deref())
-                    .null(k!("username"))
+                    .opt(k!("username"), publisher_name(m))
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
-                    .null(k!("peerhost"))
-                    .null(k!("peername"))
+                    .peer(m.publisher.as_deref())
                     .finish_message(m, now, node),
             ),
             BrokerEvent::DeliveryDropped {
@@ -965,7 +981,7 @@ impl EventContext {
                 b.message_head(m)
                     .put(k!("reason"), || Value::str(reason.as_str()))
                     .opt(k!("from_clientid"), m.from.as_deref())
-                    .null(k!("from_username"))
+                    .opt(k!("from_username"), publisher_name(m))
                     .put(k!("clientid"), || Value::str(&**client_id))
                     .null(k!("username"))
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
@@ -1206,15 +1222,22 @@ impl ColumnsBuilder {
     }
 
     /// The head of `message.delivered` / `message.acked`.
-    fn delivery(self, receiver: &Arc<str>, m: &Message) -> Self {
+    fn delivery(self, receiver: &Arc<str>, m: &Message, info: Option<&ClientInfo>) -> Self {
         self.message_head(m)
             .opt(k!("from_clientid"), m.from.as_deref())
-            .null(k!("from_username"))
+            .opt(k!("from_username"), publisher_name(m))
             .put(k!("clientid"), || Value::str(&**receiver))
-            .null(k!("username"))
+            .opt(k!("username"), info.and_then(|i| i.username.as_deref()))
             .put(k!("payload"), || Value::Bytes(m.payload.clone()))
-            .null(k!("peerhost"))
-            .null(k!("peername"))
+            .peer(info)
+    }
+
+    /// `peerhost` and `peername` of a connection (`null` when unknown).
+    fn peer(self, info: Option<&ClientInfo>) -> Self {
+        self.put(k!("peerhost"), || {
+            info.map_or(Value::Null, |i| Value::str(i.peer.ip().to_string()))
+        })
+        .put(k!("peername"), || info.map_or(Value::Null, peername))
     }
 
     fn build(mut self, kind: EventKind) -> EventContext {
@@ -1256,6 +1279,11 @@ const EXTRA_KEYS: &[&str] = &[
     "Response-Topic",
     "Correlation-Data",
 ];
+
+/// The publisher's username, from the connection that published `m`.
+fn publisher_name(m: &Message) -> Option<&str> {
+    m.publisher.as_ref().and_then(|p| p.username.as_deref())
+}
 
 fn empty_map() -> Value {
     static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::Map(Arc::new(Map::default())));

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from clients import (MosquittoSub, V5, V311, cli_available, http_get, metrics, mosquitto_pub,
+from clients import (MosquittoSub, Paho, V5, V311, cli_available, http_get, metrics, mosquitto_pub,
                      paho_connect, uid)
 from conftest import junction_bin
 
@@ -290,3 +290,47 @@ def test_authentication_and_authorization_events(make_broker):
             m = w.recv()
             assert (m.topic, json.loads(m.payload)) == (
                 "audit/authz/a1", {"clientid": "a1", "action": "publish", "topic": "x/y", "result": "allow"})
+
+
+PEERS = """
+[[rules]]
+id = "who"
+sql = 'SELECT clientid, username, peerhost, peername FROM "who/#"'
+[[rules.actions]]
+type = "republish"
+topic = "seen/${clientid}"
+
+[[rules]]
+id = "delivered"
+sql = '''SELECT clientid, username, from_clientid, from_username, peerhost FROM "$events/message_delivered"
+         WHERE topic = 'who/1' '''
+[[rules.actions]]
+type = "republish"
+topic = "delivered/${clientid}"
+"""
+
+
+def test_message_and_delivery_events_carry_publisher_and_receiver(make_broker):
+    b = rules_broker(make_broker, {"who.toml": PEERS})
+    def user(client_id, version, username):
+        c = Paho(b, client_id, version)
+        c.c.username_pw_set(username)
+        c.connect()
+        return c
+
+    with user("watcher", V5, "wu") as w:
+        w.subscribe("seen/#", qos=0)
+        w.subscribe("delivered/#", qos=0)
+        w.subscribe("who/#", qos=0)
+        with user("pubber", V311, "pu") as p:
+            p.publish("who/1", "x", qos=1)
+            got = {}
+            for _ in range(3):
+                m = w.recv()
+                got[m.topic] = m.payload
+        seen = json.loads(got["seen/pubber"])
+        assert (seen["clientid"], seen["username"], seen["peerhost"]) == ("pubber", "pu", "127.0.0.1")
+        assert seen["peername"].startswith("127.0.0.1:")
+        d = json.loads(got["delivered/watcher"])
+        assert d == {"clientid": "watcher", "username": "wu", "from_clientid": "pubber", "from_username": "pu",
+                     "peerhost": "127.0.0.1"}
