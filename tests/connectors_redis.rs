@@ -325,6 +325,58 @@ async fn a_wrongtype_reply_is_failed_with_the_server_message_and_does_not_block(
     b.running.stop().await;
 }
 
+#[tokio::test]
+async fn a_wrongtype_reply_in_a_pipeline_fails_the_batch_and_the_other_commands_apply() {
+    let Some(addr) = redis_addr("a_wrongtype_reply_in_a_pipeline_fails_the_batch_and_the_other_commands_apply") else {
+        return;
+    };
+    let p = prefix("wrongtype-batch");
+    let mut r = redis_conn(&addr).await;
+    let _: () = r.set(format!("{p}k:1"), "a string").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "cache.toml",
+        &connector(&addr, "inflight_window = 1\nbatch_size = 10\nbatch_time = \"300ms\""),
+    );
+    write(
+        &dir.path().join("rules"),
+        "r.toml",
+        &rule(
+            "wtb",
+            "cache",
+            r#"SELECT payload.i AS i FROM "data/#""#,
+            &format!("HSET {p}k:${{i}} v ${{i}}"),
+        ),
+    );
+    let b = broker(dir.path()).await;
+    publish_all(
+        &b,
+        "pub-wtb",
+        "data/x",
+        (0..3).map(|i| format!(r#"{{"i": {i}}}"#).into_bytes()),
+    )
+    .await;
+    let a = wait_metrics(&b, "cache", "wtb", "settled", |m| n(m, "success") + n(m, "failed") == 3).await;
+    let m = &a["metrics"];
+    assert!(n(m, "failed") >= 1 && n(m, "retried") == 0, "{m}");
+    let err = a["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("WRONGTYPE Operation against a key"), "{a}");
+    if n(m, "failed") == 3 {
+        // One pipeline of 3: Redis applied the other two; the batch is counted failed.
+        assert!(
+            err.starts_with("1 of 3 commands failed; command 2 (HSET): WRONGTYPE"),
+            "{a}"
+        );
+    }
+    for i in [0, 2] {
+        let v: String = r.hget(format!("{p}k:{i}"), "v").await.unwrap();
+        assert_eq!(v, i.to_string());
+    }
+    cleanup(&mut r, &p).await;
+    b.running.stop().await;
+}
+
 /// A `redis-server` of the test's own, killed when dropped.
 struct OwnRedis {
     child: Child,
@@ -521,6 +573,8 @@ async fn the_persistence_example_stores_client_status_and_subscriptions() {
     .await;
     let connected_at: i64 = online["connected_at"].parse().unwrap();
     assert!(connected_at > 1_600_000_000_000, "{online:?}");
+    assert_eq!(online["reason"], "", "{online:?}");
+    assert!(!online.contains_key("disconnected_at"), "{online:?}");
 
     c.subscribe("a/b", QoS::AtLeastOnce).await.unwrap();
     c.subscribe("c/#", QoS::AtMostOnce).await.unwrap();
