@@ -621,3 +621,47 @@ async fn the_persistence_example_stores_client_status_and_subscriptions() {
     let _: Result<(), _> = r.del(&[&client_key, &sub_key]).await;
     b.running.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_command_template_is_refused_with_its_position() {
+    // No server needed: the rule is refused when it loads.
+    for (command, want) in [
+        ("${cmd} k v", "must be literal"),
+        ("SET k \"unclosed", "without a closing"),
+        ("SET k ${payload", "bad template"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("connectors"),
+            "cache.toml",
+            &connector("127.0.0.1:6379", ""),
+        );
+        write(
+            &dir.path().join("rules"),
+            "r.toml",
+            &rule("bad", "cache", r#"SELECT * FROM "t/#""#, command),
+        );
+        let e: Vec<(String, String)> = vec![
+            ("JUNCTION_LISTENERS__TCP__DEFAULT__BIND".into(), "127.0.0.1:0".into()),
+            ("JUNCTION_LISTENERS__WS__DEFAULT__ENABLE".into(), "false".into()),
+            ("JUNCTION_DASHBOARD__LISTENERS__HTTP__ENABLE".into(), "false".into()),
+            ("JUNCTION_NODE__DATA_DIR".into(), dir.path().display().to_string()),
+            (
+                "JUNCTION_RULE_ENGINE__RULES_DIR".into(),
+                dir.path().join("rules").display().to_string(),
+            ),
+            (
+                "JUNCTION_CONNECTORS__DIR".into(),
+                dir.path().join("connectors").display().to_string(),
+            ),
+        ];
+        let cfg = junction::config::load(None, e).unwrap();
+        let err = match junction::app::start(&cfg).await {
+            Ok(_) => panic!("a bad command `{command}` must be refused"),
+            Err(err) => err.to_string(),
+        };
+        // `command = '''...'''` is on line 7, its value at column 11.
+        let at = format!("{}:7:11:", dir.path().join("rules").join("r.toml").display());
+        assert!(err.contains(&at) && err.contains(want), "{command}: {err}");
+    }
+}

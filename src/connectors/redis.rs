@@ -296,18 +296,12 @@ fn server_message(e: &redis::ServerError) -> String {
 
 impl Redis {
     async fn open(&self) -> Result<MultiplexedConnection, SendError> {
+        // Any failure, I/O or a refused AUTH / SELECT, leaves the connector disconnected:
+        // the runtime reconnects with backoff (a fixed server or file then recovers).
         self.client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
-            .map_err(|e| {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() {
-                    SendError::disconnected(clip(format!("cannot connect to {}: {e}", self.server)))
-                } else {
-                    // AUTH or SELECT refused: retrying will not help until the file changes,
-                    // but the runtime reconnects with backoff, which is what a fixed server needs.
-                    SendError::disconnected(clip(format!("cannot open a connection to {}: {e}", self.server)))
-                }
-            })
+            .map_err(|e| SendError::disconnected(clip(format!("cannot connect to {}: {e}", self.server))))
     }
 
     /// A connection of the pool (opened if its slot is empty), and its slot.
@@ -533,6 +527,30 @@ mod tests {
         let text = String::from_utf8_lossy(&packed);
         assert!(text.starts_with("*3\r\n$3\r\nSET\r\n$5\r\nk:c 1\r\n"), "{text:?}");
         assert!(text.ends_with("$17\r\nx \"y\" '; FLUSHALL\r\n"), "{text:?}");
+    }
+
+    fn load(text: &str) -> Result<crate::connectors::ConnectorDef, FileError> {
+        crate::connectors::file::load_str(std::path::Path::new("connectors/cache.toml"), text)
+    }
+
+    #[test]
+    fn reads_a_redis_file_and_errors_have_positions() {
+        let d = load("type = \"redis\"\nserver = \"127.0.0.1:6380\"\ndatabase = 2\nusername = \"u\"\npassword = \"p\"\npool_size = 2\n")
+            .unwrap();
+        assert_eq!(d.kind, "redis");
+        let d = load("type = \"redis\"\n").unwrap();
+        assert_eq!(&*d.name, "cache");
+        let e = load("type = \"redis\"\nserver = \"h:x\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 10), "{e}");
+        assert!(e.message.contains("bad port `x`"), "{e}");
+        let e = load("type = \"redis\"\ndatabase = -1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = load("type = \"redis\"\nusername = \"u\"\n").unwrap_err();
+        assert!(e.message.contains("needs a `password`"), "{e}");
+        let e = load("type = \"redis\"\ntls = { enable = true }\n").unwrap_err();
+        assert!(e.message.contains("TLS is not supported"), "{e}");
+        let e = load("type = \"redis\"\nservr = \"h\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 1), "{e}");
     }
 
     #[test]
