@@ -14,10 +14,11 @@ set -euo pipefail
 SERVICES_DIR="${JUNCTION_SERVICES_DIR:-/var/tmp/junction-services}"
 VENV="${JUNCTION_VENV:-/var/tmp/junction-venv}"
 MOSQUITTO_BRIDGE_PORT="${JUNCTION_MOSQUITTO_PORT:-11883}"
+REDIS_PORT="${JUNCTION_REDIS_PORT:-6379}"
 
 # Setup steps (print to stderr; a `skip` line only on failure), then services.
 SETUP=(python_venv)
-SERVICES=(mosquitto)
+SERVICES=(mosquitto redis)
 
 FAILED=0
 APT_UPDATED=0
@@ -149,6 +150,37 @@ EOF
         report_ok mosquitto "$port"
     else
         report_skip mosquitto "not answering on $port (see $dir/mosquitto.log)"
+    fi
+}
+
+# Redis 7 on 127.0.0.1:6379 for the Redis connector tests: no persistence (no RDB
+# snapshots, no AOF); pid file, log and working folder under the services folder.
+service_redis() {
+    local port="$REDIS_PORT"
+    local dir="$SERVICES_DIR/redis"
+    apt_install redis-server ||
+        { report_skip redis "apt-get install failed"; return 0; }
+    local bin
+    bin="$(command -v redis-server 2>/dev/null || echo /usr/bin/redis-server)"
+    mkdir -p "$dir"
+    if port_open "$port"; then
+        report_ok redis "$port"
+        return 0
+    fi
+    if pid_alive "$dir/redis.pid"; then
+        if wait_port "$port" 5; then report_ok redis "$port"; return 0; fi
+        kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$dir/redis.pid"
+    "$bin" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        --daemonize yes --pidfile "$dir/redis.pid" --dir "$dir" \
+        --logfile "$dir/redis.log" >&2 ||
+        { report_skip redis "failed to start (see $dir/redis.log)"; return 0; }
+    if wait_port "$port" 10; then
+        report_ok redis "$port"
+    else
+        report_skip redis "not answering on $port (see $dir/redis.log)"
     fi
 }
 

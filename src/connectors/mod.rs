@@ -26,6 +26,7 @@ use crate::config::walk::{Fields, FileError};
 use crate::rules::value::Map;
 
 pub mod file;
+pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod webhook;

@@ -4,7 +4,7 @@
 use super::{webhook, ParseConnector};
 
 /// Every connector type: its `type` name and its parser.
-pub const TYPES: &[(&str, ParseConnector)] = &[("webhook", webhook::parse)];
+pub const TYPES: &[(&str, ParseConnector)] = &[("webhook", webhook::parse), ("redis", super::redis::parse)];
 
 /// The parser of connector type `ty`.
 pub fn find(ty: &str) -> Option<(&'static str, ParseConnector)> {
