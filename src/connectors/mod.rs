@@ -28,6 +28,7 @@ use crate::rules::value::Map;
 pub mod file;
 pub mod registry;
 pub mod runtime;
+pub mod sql;
 pub mod webhook;
 
 pub use file::{CommonSettings, ConnectorDef, RuntimeSettings};
