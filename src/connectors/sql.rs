@@ -743,6 +743,8 @@ fn bind_pg(args: &mut PgArguments, kind: PgKind, p: &Placeholder, v: Option<Valu
                     Value::Str(s) => {
                         serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string()))
                     }
+                    Value::Bytes(b) => serde_json::from_slice(b)
+                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(b).into_owned())),
                     other => other.to_json(),
                 })
             }),
@@ -918,9 +920,20 @@ impl SqlConnector {
     }
 
     async fn do_connect(&self) -> Result<(), SendError> {
+        // PGlite (the TimescaleDB of the tests) runs every connection in one session, so a
+        // new connection finds the prepared statements of the one before: drop them.
+        let shared_session = self.kind == "timescaledb";
         let pool = match &self.options {
             Options::Pg(o) => Pool::Pg(
                 PgPoolOptions::new()
+                    .after_connect(move |c, _| {
+                        Box::pin(async move {
+                            if shared_session {
+                                c.execute(sqlx::raw_sql("DEALLOCATE ALL")).await?;
+                            }
+                            Ok(())
+                        })
+                    })
                     .max_connections(self.pool_size)
                     .acquire_timeout(self.request_timeout.max(self.connect_timeout))
                     .connect_with(o.clone())
