@@ -450,3 +450,166 @@ async fn timescaledb_hypertable_receives_rows_and_time_bucket_answers() {
     assert!(chunks >= 1);
     sqlx::query(&format!("DROP TABLE {t}")).execute(&mut c).await.unwrap();
 }
+
+/// A PostgreSQL server of the test's own (temp dir, free port), stopped on drop.
+struct OwnPg {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPg {
+    fn cmd(&self, prog: &str) -> std::process::Command {
+        let path = self.bin.join(prog);
+        // PostgreSQL refuses to run as root: as user postgres then.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &opts, "-t", "30"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn start() -> Result<OwnPg, String> {
+        let bin = std::env::var("JUNCTION_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let bin = std::path::PathBuf::from(bin);
+        if !bin.join("initdb").exists() {
+            return Err(format!("no initdb in {}", bin.display()));
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let _ = std::process::Command::new("chown")
+            .args(["postgres"])
+            .arg(dir.path())
+            .output();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let pg = OwnPg { bin, dir, port };
+        let out = pg
+            .cmd("initdb")
+            .args(["--auth=trust", "-U", "postgres", "-D"])
+            .arg(pg.dir.path().join("data"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        pg.pg_ctl(&["-w", "start"])?;
+        Ok(pg)
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+#[tokio::test]
+async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
+    let pg = match tokio::task::spawn_blocking(OwnPg::start).await.unwrap() {
+        Ok(pg) => pg,
+        Err(e) => {
+            skip::<()>("a PostgreSQL of the test's own (initdb, pg_ctl)", e);
+            return;
+        }
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE msgs (id TEXT PRIMARY KEY, i INT NOT NULL)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector(
+            "postgres",
+            pg.port,
+            "postgres",
+            "postgres",
+            "batch_size = 50\nbatch_time = \"10ms\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nqueue_len = 100000",
+        ),
+        &rule(
+            "postgres",
+            "out/#",
+            "id, payload.i AS i",
+            "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
+            "dedupe = true",
+        ),
+    )
+    .await;
+    const N: i64 = 3000;
+    // Stop the server while batches are in flight and messages keep coming, then start it.
+    let addr = b.tcp;
+    let publisher = tokio::spawn(async move {
+        // Paced: 100 messages every 50 ms (at least 1.5 s in all).
+        for k in 0..N / 100 {
+            publish_all(
+                addr,
+                "out/x",
+                (k * 100..(k + 1) * 100).map(|i| format!(r#"{{"i": {i}}}"#)),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pg = std::sync::Arc::new(pg);
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-m", "fast", "-w", "stop"]))
+        .await
+        .unwrap()
+        .unwrap();
+    publisher.await.unwrap();
+    let (m, _) = wait(&b, 20, "buffering", |m| n(m, "matched") == N as u64).await;
+    assert!(n(&m, "success") < N as u64, "the server was down: {m}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-w", "start"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let (m, _) = wait(&b, 60, "every row after restart", |m| n(m, "success") == N as u64).await;
+    assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
+    b.running.stop().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (rows, ids, is): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT id), count(DISTINCT i) FROM msgs")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!((rows, ids, is), (N, N, N));
+    eprintln!("postgres restart: {N} rows exactly once; retried {}", n(&m, "retried"));
+}
