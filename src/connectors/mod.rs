@@ -29,6 +29,7 @@ pub mod file;
 pub mod redis;
 pub mod registry;
 pub mod runtime;
+pub mod sql;
 pub mod webhook;
 
 pub use file::{CommonSettings, ConnectorDef, RuntimeSettings};

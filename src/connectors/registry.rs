@@ -1,10 +1,16 @@
 //! The one place connector types are listed. Adding a connector: its module, and one line
 //! in [`TYPES`].
 
-use super::{webhook, ParseConnector};
+use super::{redis, sql, webhook, ParseConnector};
 
 /// Every connector type: its `type` name and its parser.
-pub const TYPES: &[(&str, ParseConnector)] = &[("webhook", webhook::parse), ("redis", super::redis::parse)];
+pub const TYPES: &[(&str, ParseConnector)] = &[
+    ("webhook", webhook::parse),
+    ("redis", redis::parse),
+    ("postgres", sql::parse_postgres),
+    ("timescaledb", sql::parse_timescaledb),
+    ("mysql", sql::parse_mysql),
+];
 
 /// The parser of connector type `ty`.
 pub fn find(ty: &str) -> Option<(&'static str, ParseConnector)> {

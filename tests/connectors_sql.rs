@@ -1,0 +1,615 @@
+//! The SQL connectors behind rules, against the real servers of `scripts/services.sh`:
+//! PostgreSQL (`JUNCTION_POSTGRES_PORT`, default 5432, database `test`, user `postgres`),
+//! TimescaleDB in PGlite (`JUNCTION_TIMESCALEDB_PORT`, default 5433, one connection at a
+//! time) and MariaDB as MySQL (`JUNCTION_MARIADB_PORT`, default 3306, user/password/database
+//! `test`). A test whose server does not answer is skipped with a printed reason, and fails
+//! instead with `JUNCTION_REQUIRE_SERVICES=1`. Each test uses its own table (unique name)
+//! and checks the rows in it, plus the action's metrics.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::Value;
+use sqlx::{Connection, Row};
+
+fn port(var: &str, default: u16) -> u16 {
+    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+}
+
+/// Skips (prints why and returns None) or, with `JUNCTION_REQUIRE_SERVICES=1`, fails.
+fn skip<T>(what: &str, why: impl std::fmt::Display) -> Option<T> {
+    if std::env::var("JUNCTION_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{what} is required (JUNCTION_REQUIRE_SERVICES=1) but unavailable: {why}");
+    }
+    eprintln!("SKIPPED: {what} unavailable ({why}); start it with scripts/services.sh");
+    None
+}
+
+fn pg_port() -> u16 {
+    port("JUNCTION_POSTGRES_PORT", 5432)
+}
+
+fn pg_url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/test?sslmode=disable")
+}
+
+async fn pg(port: u16) -> Option<sqlx::PgConnection> {
+    match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&pg_url(port))).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => skip("PostgreSQL", e),
+        Err(_) => skip("PostgreSQL", "connect timed out"),
+    }
+}
+
+fn my_port() -> u16 {
+    port("JUNCTION_MARIADB_PORT", 3306)
+}
+
+async fn my() -> Option<sqlx::MySqlConnection> {
+    let url = format!("mysql://test:test@127.0.0.1:{}/test", my_port());
+    match tokio::time::timeout(Duration::from_secs(10), sqlx::MySqlConnection::connect(&url)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => skip("MariaDB", e),
+        Err(_) => skip("MariaDB", "connect timed out"),
+    }
+}
+
+fn ts_port() -> u16 {
+    port("JUNCTION_TIMESCALEDB_PORT", 5433)
+}
+
+/// PGlite serves one connection at a time: connecting waits while another is open.
+async fn ts() -> Option<sqlx::PgConnection> {
+    let url = format!("postgres://postgres:x@127.0.0.1:{}/postgres?sslmode=disable", ts_port());
+    match tokio::time::timeout(Duration::from_secs(60), sqlx::PgConnection::connect(&url)).await {
+        Ok(Ok(mut c)) => {
+            // One session for every connection: drop the prepared statements of the last one.
+            sqlx::raw_sql("DEALLOCATE ALL").execute(&mut c).await.unwrap();
+            Some(c)
+        }
+        Ok(Err(e)) => skip("TimescaleDB (PGlite)", e),
+        Err(_) => skip("TimescaleDB (PGlite)", "connect timed out"),
+    }
+}
+
+/// A table name no other run uses.
+fn table(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+async fn broker(dir: &Path, connector: &str, rule: &str) -> common::TestBroker {
+    write(&dir.join("connectors"), "db.toml", connector);
+    write(&dir.join("rules"), "r.toml", rule);
+    let c = dir.join("connectors").display().to_string();
+    common::start_in(dir, &[("JUNCTION_CONNECTORS__DIR", c.as_str())]).await
+}
+
+fn rule(ty: &str, topic: &str, select: &str, sql: &str, extra: &str) -> String {
+    format!(
+        "[[rules]]\nid = \"to_db\"\nsql = '''SELECT {select} FROM \"{topic}\"'''\n[[rules.actions]]\ntype = \"{ty}\"\n\
+         connector = \"db\"\nsql = '''{sql}'''\n{extra}\n"
+    )
+}
+
+fn connector(ty: &str, port: u16, user: &str, db: &str, extra: &str) -> String {
+    format!(
+        "type = \"{ty}\"\nserver = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nusername = \"{user}\"\npassword = \"{user}\"\n\
+         retry_backoff = {{ initial = \"20ms\", max = \"500ms\" }}\nhealth_check_interval = \"1s\"\n{extra}\n"
+    )
+}
+
+async fn publish_all(addr: SocketAddr, topic: &str, payloads: impl IntoIterator<Item = String>) {
+    let mut o = MqttOptions::new(format!("pub-{}", table("c")), addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_inflight(100);
+    let (c, mut ev) = AsyncClient::new(o, 1000);
+    let driver = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    for p in payloads {
+        c.publish(topic, QoS::AtLeastOnce, false, p).await.unwrap();
+    }
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), driver).await;
+}
+
+async fn metrics(b: &common::TestBroker) -> Option<(Value, Value)> {
+    let url = format!("http://{}/api/v5/connectors", b.http);
+    let list: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+    let a = list.get(0)?["actions"].get(0)?.clone();
+    Some((a["metrics"].clone(), a["last_error"].clone()))
+}
+
+fn n(m: &Value, k: &str) -> u64 {
+    m[k].as_u64().unwrap_or(0)
+}
+
+/// Polls the action's metrics until `done` (checking the identity each time).
+async fn wait(b: &common::TestBroker, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> (Value, Value) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some((m, e)) = metrics(b).await {
+            assert_eq!(
+                n(&m, "matched"),
+                n(&m, "success") + n(&m, "failed") + n(&m, "inflight") + n(&m, "queuing") + n(&m, "dropped"),
+                "{m}"
+            );
+            if done(&m) {
+                return (m, e);
+            }
+            last = serde_json::json!({"metrics": m, "last_error": e});
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}; last {last}");
+}
+
+/// Runs `n` messages through a rule into PostgreSQL table `t`; returns rows/s.
+async fn pg_run(t: &str, batch: &str, count: i64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector("postgres", pg_port(), "postgres", "test", batch),
+        &rule(
+            "postgres",
+            "pg/#",
+            "payload.i AS i, clientid, payload, timestamp",
+            &format!("INSERT INTO {t}(i, clientid, payload, ts) VALUES (${{i}}, ${{clientid}}, ${{payload}}, ${{timestamp}})"),
+            "",
+        ),
+    )
+    .await;
+    wait(&b, 10, "connected", |_| true).await;
+    let start = Instant::now();
+    publish_all(
+        b.tcp,
+        "pg/x",
+        (0..count).map(|i| format!(r#"{{"i": {i}, "s": "v{i}"}}"#)),
+    )
+    .await;
+    let (m, _) = wait(&b, 60, "all rows", |m| n(m, "success") == count as u64).await;
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
+    b.running.stop().await;
+    rate
+}
+
+#[tokio::test]
+async fn postgres_1000_messages_batched_every_row_once() {
+    let Some(mut c) = pg(pg_port()).await else { return };
+    let t = table("jt_pg");
+    let t1 = format!("{t}_b1");
+    for name in [&t, &t1] {
+        sqlx::query(&format!(
+            "CREATE TABLE {name} (i INT NOT NULL, clientid TEXT, payload JSONB, ts TIMESTAMPTZ)"
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    const N: i64 = 1000;
+    let batched = pg_run(&t, "batch_size = 100\nbatch_time = \"20ms\"", N).await;
+    let rows = sqlx::query(&format!(
+        "SELECT count(*), count(DISTINCT i), min(i), max(i), count(*) FILTER (WHERE payload->>'s' = 'v' || i AND ts > now() - interval '1 hour' AND clientid LIKE 'pub-%') FROM {t}"
+    ))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    let got: (i64, i64, i32, i32, i64) = (rows.get(0), rows.get(1), rows.get(2), rows.get(3), rows.get(4));
+    assert_eq!(got, (N, N, 0, (N - 1) as i32, N));
+    // The same with batch_size 1, for the rate.
+    let single = pg_run(&t1, "batch_size = 1", N).await;
+    let (cnt,): (i64,) = sqlx::query_as(&format!("SELECT count(DISTINCT i) FROM {t1}"))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(cnt, N);
+    eprintln!(
+        "postgres: {N} messages end to end: batch_size 100: {batched:.0} rows/s; batch_size 1: {single:.0} rows/s"
+    );
+    for name in [&t, &t1] {
+        sqlx::query(&format!("DROP TABLE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+const NASTY: &str = r#"it's "quoted" \ '; DROP TABLE x; -- ${clientid} $1 ?"#;
+
+#[tokio::test]
+async fn postgres_quotes_and_injection_land_as_data() {
+    let Some(mut c) = pg(pg_port()).await else { return };
+    let t = table("jt_pginj");
+    sqlx::query(&format!("CREATE TABLE {t} (n INT, s TEXT, raw TEXT)"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector("postgres", pg_port(), "postgres", "test", ""),
+        &rule(
+            "postgres",
+            "inj/#",
+            "payload.n AS n, payload.s AS s, payload",
+            // A placeholder in quotes is a parameter too.
+            &format!("INSERT INTO {t}(n, s, raw) VALUES (${{n}}, '${{s}}', ${{payload}})"),
+            "",
+        ),
+    )
+    .await;
+    let payload = serde_json::json!({"n": 1, "s": NASTY}).to_string();
+    publish_all(b.tcp, "inj/x", [payload.clone()]).await;
+    wait(&b, 20, "one row", |m| n(m, "success") == 1).await;
+    let (s, raw): (String, String) = sqlx::query_as(&format!("SELECT s, raw FROM {t}"))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(s, NASTY);
+    assert_eq!(raw, payload);
+    b.running.stop().await;
+    sqlx::query(&format!("DROP TABLE {t}")).execute(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_a_bad_row_fails_alone_with_the_server_message() {
+    let Some(mut c) = pg(pg_port()).await else { return };
+    let t = table("jt_pgbad");
+    sqlx::query(&format!("CREATE TABLE {t} (i INT PRIMARY KEY, v TEXT NOT NULL)"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector(
+            "postgres",
+            pg_port(),
+            "postgres",
+            "test",
+            "batch_size = 100\nbatch_time = \"300ms\"\ninflight_window = 1",
+        ),
+        &rule(
+            "postgres",
+            "bad/#",
+            "payload.i AS i, payload.v AS v",
+            &format!("INSERT INTO {t}(i, v) VALUES (${{i}}, ${{v}})"),
+            "",
+        ),
+    )
+    .await;
+    // One batch of 10 whose row 5 has no `v` (NOT NULL), then 5 later rows one by one.
+    let row = |i: i64| {
+        if i == 5 {
+            format!(r#"{{"i": {i}}}"#)
+        } else {
+            format!(r#"{{"i": {i}, "v": "ok"}}"#)
+        }
+    };
+    publish_all(b.tcp, "bad/x", (0..10).map(row)).await;
+    let (m, err) = wait(&b, 20, "the batch settled", |m| n(m, "success") + n(m, "failed") == 10).await;
+    assert!(n(&m, "failed") >= 1, "{m}");
+    let err = err.as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains("1 of 10 rows refused") && err.contains("null value in column \"v\"") && err.contains("23502"),
+        "{err}"
+    );
+    publish_all(b.tcp, "bad/x", (10..15).map(row)).await;
+    wait(&b, 20, "later rows", |m| {
+        n(m, "matched") == 15 && n(m, "success") + n(m, "failed") == 15
+    })
+    .await;
+    let ids: Vec<(i32,)> = sqlx::query_as(&format!("SELECT i FROM {t} ORDER BY i"))
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    let ids: Vec<i32> = ids.into_iter().map(|(i,)| i).collect();
+    let want: Vec<i32> = (0..15).filter(|&i| i != 5).collect();
+    assert_eq!(ids, want);
+
+    // A unique violation, alone in its batch: exactly one failed, the server's message.
+    let before = n(&metrics(&b).await.unwrap().0, "failed");
+    publish_all(b.tcp, "bad/x", [row(3)]).await;
+    let (m, err) = wait(&b, 20, "duplicate refused", |m| n(m, "failed") == before + 1).await;
+    assert_eq!(n(&m, "retried"), 0, "{m}");
+    assert!(
+        err.as_str()
+            .is_some_and(|e| e.contains("duplicate key value violates unique constraint")),
+        "{err}"
+    );
+    b.running.stop().await;
+    sqlx::query(&format!("DROP TABLE {t}")).execute(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn mysql_1000_messages_batched_and_injection_as_data() {
+    let Some(mut c) = my().await else { return };
+    let t = table("jt_my");
+    sqlx::query(&format!(
+        "CREATE TABLE {t} (i INT NOT NULL, clientid VARCHAR(64), s TEXT, payload JSON, ts BIGINT)"
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector("mysql", my_port(), "test", "test", "batch_size = 100\nbatch_time = \"20ms\""),
+        &rule(
+            "mysql",
+            "my/#",
+            "payload.i AS i, payload.s AS s, clientid, payload, timestamp",
+            &format!("INSERT INTO {t}(i, clientid, s, payload, ts) VALUES (${{i}}, ${{clientid}}, '${{s}}', ${{payload}}, ${{timestamp}})"),
+            "",
+        ),
+    )
+    .await;
+    const N: i64 = 1000;
+    let start = Instant::now();
+    publish_all(
+        b.tcp,
+        "my/x",
+        (0..N).map(|i| {
+            serde_json::json!({"i": i, "s": if i == 7 { NASTY.to_string() } else { format!("v{i}") }}).to_string()
+        }),
+    )
+    .await;
+    let (m, _) = wait(&b, 60, "all rows", |m| n(m, "success") == N as u64).await;
+    eprintln!(
+        "mysql: {N} messages end to end, batch_size 100: {:.0} rows/s",
+        N as f64 / start.elapsed().as_secs_f64()
+    );
+    assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
+    let r = sqlx::query(&format!("SELECT count(*), count(DISTINCT i), min(ts) > 0 FROM {t}"))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let got: (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(got, (N, N, true));
+    let (s,): (String,) = sqlx::query_as(&format!("SELECT s FROM {t} WHERE i = 7"))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(s, NASTY);
+    b.running.stop().await;
+    sqlx::query(&format!("DROP TABLE {t}")).execute(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn timescaledb_hypertable_receives_rows_and_time_bucket_answers() {
+    let Some(mut c) = ts().await else { return };
+    let t = table("jt_ts");
+    for q in [
+        "CREATE EXTENSION IF NOT EXISTS timescaledb".to_string(),
+        format!("CREATE TABLE {t} (time TIMESTAMPTZ NOT NULL, clientid TEXT, temp DOUBLE PRECISION)"),
+        format!("SELECT create_hypertable('{t}', 'time')"),
+    ] {
+        sqlx::query(&q).execute(&mut c).await.unwrap();
+    }
+    // One connection at a time: let the broker have it.
+    c.close().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector(
+            "timescaledb",
+            ts_port(),
+            "postgres",
+            "postgres",
+            "pool_size = 1\nbatch_size = 50\nbatch_time = \"20ms\"",
+        ),
+        &rule(
+            "timescaledb",
+            "ts/#",
+            "payload.t AS t, payload.temp AS temp, clientid",
+            &format!("INSERT INTO {t}(time, clientid, temp) VALUES (${{t}}, ${{clientid}}, ${{temp}})"),
+            "",
+        ),
+    )
+    .await;
+    // 120 readings, one a minute over two hours from a whole hour.
+    const N: i64 = 120;
+    let base: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+    publish_all(
+        b.tcp,
+        "ts/x",
+        (0..N).map(|i| format!(r#"{{"t": {}, "temp": {}}}"#, base + i * 60_000, i as f64 / 2.0)),
+    )
+    .await;
+    let (m, _) = wait(&b, 60, "all rows", |m| n(m, "success") == N as u64).await;
+    assert_eq!(n(&m, "failed"), 0, "{m}");
+    b.running.stop().await;
+    let Some(mut c) = ts().await else { return };
+    let rows: Vec<(i64, f64)> = sqlx::query_as(&format!(
+        "SELECT count(*), avg(temp) FROM {t} GROUP BY time_bucket('1 hour', time) ORDER BY time_bucket('1 hour', time)"
+    ))
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    // Hour 1: temps 0..29.5 (avg 14.75); hour 2: 30..59.5 (avg 44.75).
+    assert_eq!(rows, vec![(60, 14.75), (60, 44.75)]);
+    let (chunks,): (i64,) = sqlx::query_as(&format!(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = '{t}'"
+    ))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert!(chunks >= 1);
+    sqlx::query(&format!("DROP TABLE {t}")).execute(&mut c).await.unwrap();
+}
+
+/// A PostgreSQL server of the test's own (temp dir, free port), stopped on drop.
+struct OwnPg {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPg {
+    fn cmd(&self, prog: &str) -> std::process::Command {
+        let path = self.bin.join(prog);
+        // PostgreSQL refuses to run as root: as user postgres then.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &opts, "-t", "30"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn start() -> Result<OwnPg, String> {
+        let bin = std::env::var("JUNCTION_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let bin = std::path::PathBuf::from(bin);
+        if !bin.join("initdb").exists() {
+            return Err(format!("no initdb in {}", bin.display()));
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let _ = std::process::Command::new("chown")
+            .args(["postgres"])
+            .arg(dir.path())
+            .output();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let pg = OwnPg { bin, dir, port };
+        let out = pg
+            .cmd("initdb")
+            .args(["--auth=trust", "-U", "postgres", "-D"])
+            .arg(pg.dir.path().join("data"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        pg.pg_ctl(&["-w", "start"])?;
+        Ok(pg)
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+#[tokio::test]
+async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
+    let pg = match tokio::task::spawn_blocking(OwnPg::start).await.unwrap() {
+        Ok(pg) => pg,
+        Err(e) => {
+            skip::<()>("a PostgreSQL of the test's own (initdb, pg_ctl)", e);
+            return;
+        }
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE msgs (id TEXT PRIMARY KEY, i INT NOT NULL)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(
+        dir.path(),
+        &connector(
+            "postgres",
+            pg.port,
+            "postgres",
+            "postgres",
+            "batch_size = 50\nbatch_time = \"10ms\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nqueue_len = 100000",
+        ),
+        &rule(
+            "postgres",
+            "out/#",
+            "id, payload.i AS i",
+            "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
+            "dedupe = true",
+        ),
+    )
+    .await;
+    const N: i64 = 3000;
+    // Stop the server while batches are in flight and messages keep coming, then start it.
+    let addr = b.tcp;
+    let publisher = tokio::spawn(async move {
+        // Paced: 100 messages every 50 ms (at least 1.5 s in all).
+        for k in 0..N / 100 {
+            publish_all(
+                addr,
+                "out/x",
+                (k * 100..(k + 1) * 100).map(|i| format!(r#"{{"i": {i}}}"#)),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pg = std::sync::Arc::new(pg);
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-m", "fast", "-w", "stop"]))
+        .await
+        .unwrap()
+        .unwrap();
+    publisher.await.unwrap();
+    let (m, _) = wait(&b, 20, "buffering", |m| n(m, "matched") == N as u64).await;
+    assert!(n(&m, "success") < N as u64, "the server was down: {m}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-w", "start"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let (m, _) = wait(&b, 60, "every row after restart", |m| n(m, "success") == N as u64).await;
+    assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
+    b.running.stop().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (rows, ids, is): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT id), count(DISTINCT i) FROM msgs")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!((rows, ids, is), (N, N, N));
+    eprintln!("postgres restart: {N} rows exactly once; retried {}", n(&m, "retried"));
+}
