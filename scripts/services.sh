@@ -259,7 +259,10 @@ EOF
         kill "$(cat "$dir/server.pid")" 2>/dev/null || true
         sleep 0.5
     fi
-    (cd "$dir" && nohup node server.mjs "$port" >"$dir/server.log" 2>&1 </dev/null & echo $! >"$dir/server.pid")
+    # `exec`: the background job *is* node (its pid in server.pid), and no shell is left
+    # holding this script's stdout open (a caller reading it to the end would wait forever).
+    (cd "$dir" && exec nohup node server.mjs "$port" >"$dir/server.log" 2>&1 </dev/null) &
+    echo $! >"$dir/server.pid"
     if wait_port "$port" 60; then
         report_ok timescaledb "$port"
     else
