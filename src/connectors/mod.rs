@@ -45,6 +45,9 @@ pub struct SendError {
     pub disconnected: bool,
     /// What the server (or the client library) said.
     pub message: String,
+    /// For a non-retryable error: how many outputs of the batch failed, the others having
+    /// been written (a bad row among good ones). `None`: the whole batch failed.
+    pub failed: Option<usize>,
 }
 
 impl SendError {
@@ -54,6 +57,7 @@ impl SendError {
             retryable: true,
             disconnected: false,
             message: message.into(),
+            failed: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl SendError {
             retryable: true,
             disconnected: true,
             message: message.into(),
+            failed: None,
         }
     }
 
@@ -72,7 +77,17 @@ impl SendError {
             retryable: false,
             disconnected: false,
             message: message.into(),
+            failed: None,
         }
+    }
+}
+
+impl SendError {
+    /// Only `failed` outputs of the batch failed; the runtime counts the rest as success.
+    #[must_use]
+    pub fn partial(mut self, failed: usize) -> SendError {
+        self.failed = Some(failed);
+        self
     }
 }
 

@@ -30,8 +30,8 @@
 //! reported with the server's message, except the transient ones (`LOADING`, `BUSY`,
 //! `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`), which are retried. A pipeline is not a
 //! transaction: when one command of a batch gets an error reply the others are still
-//! applied, and the runtime counts the whole batch failed (its message says how many
-//! commands failed).
+//! applied, and only the failed commands count as failed ([`SendError::partial`]; the
+//! message says which).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -394,7 +394,8 @@ impl Redis {
         if all_transient {
             Err(SendError::retryable(clip(message)))
         } else {
-            Err(SendError::fatal(clip(message)))
+            // The other commands of the pipeline were applied.
+            Err(SendError::fatal(clip(message)).partial(failed))
         }
     }
 

@@ -308,10 +308,14 @@ async fn deliver(rt: Arc<ActionRuntime>, batch: Vec<Arc<Map>>) {
             rm.actions_success.add(n);
         }
         Err(e) => {
-            st.m.failed += n;
-            rm.actions_failed_unknown.add(n);
+            // A batch may fail in part (one bad row among good ones): count each output.
+            let failed = e.failed.map_or(n, |k| (k as u64).min(n));
+            st.m.failed += failed;
+            st.m.success += n - failed;
+            rm.actions_failed_unknown.add(failed);
+            rm.actions_success.add(n - failed);
             drop(st);
-            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = n, error = %e, "Connector action failed.");
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = failed, error = %e, "Connector action failed.");
             *rt.last_error.lock() = Some(e.message);
         }
     }

@@ -48,8 +48,8 @@
 //! errors and undefined tables, ...) are not: the server's message is the action's error.
 //! When a batch fails so, its rows are sent again one by one, so that one bad row does not
 //! take the good ones with it: the good rows are written, and the batch is reported failed
-//! with `N of M rows refused` and the first server message. (The runtime counts a batch as
-//! a whole, so the batch's rows are all counted failed.)
+//! with `N of M rows refused` and the first server message; only the refused rows count as
+//! failed ([`SendError::partial`]).
 //!
 //! **Effectively once (`dedupe = true`).** A retried batch (after a lost connection or a
 //! timeout whose outcome is unknown) may have been written already. With `dedupe = true`
@@ -915,7 +915,8 @@ impl SqlConnector {
                 "{refused} of {} rows refused ({} written); first error: {m}",
                 batch.len(),
                 batch.len() - refused
-            ))),
+            ))
+            .partial(refused)),
         }
     }
 
