@@ -614,3 +614,117 @@ async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
     assert_eq!((rows, ids, is), (N, N, N));
     eprintln!("postgres restart: {N} rows exactly once; retried {}", n(&m, "retried"));
 }
+
+/// Copies examples/persistence/postgres into `dir` with its tables renamed `<prefix>mqtt_*`
+/// and the connector pointed at the test server; returns the schema SQL (renamed too).
+fn copy_pg_example(dir: &Path, prefix: &str, port: u16) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/persistence/postgres");
+    let rename = |s: String| s.replace("mqtt_", &format!("{prefix}mqtt_"));
+    for sub in ["rules", "connectors"] {
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let mut text = rename(std::fs::read_to_string(&p).unwrap());
+            if sub == "connectors" {
+                text = text.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"));
+            }
+            write(&dir.join(sub), &p.file_name().unwrap().to_string_lossy(), &text);
+        }
+    }
+    rename(std::fs::read_to_string(src.join("schema.sql")).unwrap())
+}
+
+/// The PostgreSQL persistence example: client status, subscriptions, messages and retained
+/// messages land in their tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_persistence_example() {
+    let Some(mut db) = pg(pg_port()).await else { return };
+    let prefix = format!("{}_", table("px"));
+    let dir = tempfile::tempdir().unwrap();
+    let schema = copy_pg_example(dir.path(), &prefix, pg_port());
+    sqlx::raw_sql(&schema).execute(&mut db).await.unwrap();
+    let c = dir.path().join("connectors").display().to_string();
+    let b = common::start_in(dir.path(), &[("JUNCTION_CONNECTORS__DIR", c.as_str())]).await;
+
+    let id = format!("{prefix}dev");
+    let mut o = MqttOptions::new(&id, b.tcp.ip().to_string(), b.tcp.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_credentials("alice", "pw");
+    let (cl, mut ev) = AsyncClient::new(o, 100);
+    let driver = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    cl.subscribe("a/b", QoS::AtLeastOnce).await.unwrap();
+    cl.subscribe("c/#", QoS::AtMostOnce).await.unwrap();
+    cl.unsubscribe("c/#").await.unwrap();
+    let (keep, gone, plain) = (format!("keep/{id}"), format!("gone/{id}"), format!("plain/{id}"));
+    cl.publish(&keep, QoS::AtLeastOnce, true, "v1").await.unwrap();
+    cl.publish(&gone, QoS::AtLeastOnce, true, "v").await.unwrap();
+    cl.publish(&gone, QoS::AtLeastOnce, true, "").await.unwrap();
+    cl.publish(&plain, QoS::AtLeastOnce, false, r#"{"x": 1}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cl.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (online, username, reason, connected, disconnected) = loop {
+        let row = sqlx::query(&format!(
+            "SELECT online, username, reason, connected_at IS NOT NULL, disconnected_at IS NOT NULL \
+             FROM {prefix}mqtt_client WHERE clientid = $1"
+        ))
+        .bind(&id)
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+        if let Some(r) = row {
+            let v: (bool, Option<String>, Option<String>, bool, bool) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            if !v.0 || std::time::Instant::now() > deadline {
+                break v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no offline row for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!online && connected && disconnected, "status row");
+    assert_eq!(
+        (username.as_deref(), reason.as_deref()),
+        (Some("alice"), Some("normal"))
+    );
+
+    let subs: Vec<(String, i32)> = sqlx::query_as(&format!(
+        "SELECT topic, qos FROM {prefix}mqtt_sub WHERE clientid = $1 ORDER BY topic"
+    ))
+    .bind(&id)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(subs, vec![("a/b".to_string(), 1)]);
+
+    let msgs: Vec<(String, bool, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT topic, retain, payload FROM {prefix}mqtt_msg WHERE sender = $1 ORDER BY arrived, topic, payload"
+    ))
+    .bind(&id)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    assert!(
+        msgs.contains(&(plain.clone(), false, Some(r#"{"x": 1}"#.to_string()))),
+        "{msgs:?}"
+    );
+
+    let retained: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT topic, payload FROM {prefix}mqtt_retain WHERE sender = $1 ORDER BY topic"
+    ))
+    .bind(&id)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(retained, vec![(keep, Some("v1".to_string()))]);
+    for t in ["client", "sub", "msg", "retain"] {
+        let _ = sqlx::raw_sql(&format!("DROP TABLE {prefix}mqtt_{t}"))
+            .execute(&mut db)
+            .await;
+    }
+    b.running.stop().await;
+}

@@ -14,7 +14,7 @@
 //!   across rule reloads, so a reload neither restarts a connector nor loses a queue.
 //!
 //! The MQTT hot path never waits on any of this: the rule dispatcher hands outputs to
-//! [`runtime::ActionRuntime::submit`], which never waits.
+//! `ActionRuntime::submit`, which never waits.
 
 use std::any::Any;
 use std::fmt;
