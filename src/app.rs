@@ -102,6 +102,7 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         idle_timeout: m.idle_timeout,
         message_expiry_interval: m.message_expiry_interval.map(secs),
         response_information: m.response_information.clone(),
+        auto_subscribe: m.auto_subscribe.clone(),
     }
 }
 

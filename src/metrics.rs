@@ -72,6 +72,8 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     /// Events not handed to the rule engine because its channel was full.
     pub events_dropped: Counter,
+    /// `mqtt.auto_subscribe` topics refused (bad filter after substitution, not authorized...).
+    pub auto_subscribe_failed: Counter,
     /// Queued messages across all sessions.
     pub queued: Gauge,
     /// Store operations waiting to be written.
@@ -182,6 +184,12 @@ impl Metrics {
             "junction_events_dropped_total",
             "Events the rule engine channel refused.",
             self.events_dropped.get(),
+        );
+        counter(
+            &mut s,
+            "junction_auto_subscribe_failed_total",
+            "Auto-subscribe topics refused.",
+            self.auto_subscribe_failed.get(),
         );
         counter(
             &mut s,

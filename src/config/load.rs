@@ -229,7 +229,7 @@ fn from_value(v: &toml_edit::Value, key_pos: Pos) -> Node {
 }
 
 /// An environment value: a TOML value if it parses as one (number, bool,
-/// quoted string, array), else the plain string.
+/// quoted string, array, inline table), else the plain string.
 fn env_value(raw: &str, pos: &Pos) -> Value {
     fn conv(v: toml::Value, pos: &Pos) -> Option<Value> {
         Some(match v {
@@ -248,7 +248,23 @@ fn env_value(raw: &str, pos: &Pos) -> Value {
                     })
                     .collect::<Option<_>>()?,
             ),
-            toml::Value::Datetime(_) | toml::Value::Table(_) => return None,
+            toml::Value::Table(t) => Value::Table(
+                t.into_iter()
+                    .map(|(k, e)| {
+                        conv(e, pos).map(|value| {
+                            (
+                                k,
+                                Node {
+                                    value,
+                                    key_pos: pos.clone(),
+                                    pos: pos.clone(),
+                                },
+                            )
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+            toml::Value::Datetime(_) => return None,
         })
     }
     toml::from_str::<toml::Table>(&format!("v = {raw}"))

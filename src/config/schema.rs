@@ -627,6 +627,10 @@ pub struct MqttConfig {
     /// Response Information to v5 clients that ask for it (a topic prefix
     /// for request/response).
     pub response_information: String,
+    /// `mqtt.auto_subscribe` (default `[]`): topics every client is subscribed to right
+    /// after CONNACK, e.g. `[{ topic = "c/${clientid}/#", qos = 1 }]` (`${clientid}`,
+    /// `${username}`, `${host}`, `${port}`; options `qos`, `rh`, `rap`, `nl` as EMQX).
+    pub auto_subscribe: Vec<AutoSubscribe>,
 }
 
 impl Default for MqttConfig {
@@ -659,6 +663,7 @@ impl Default for MqttConfig {
             idle_timeout: Duration::from_secs(15),
             message_expiry_interval: None,
             response_information: String::new(),
+            auto_subscribe: Vec::new(),
         }
     }
 }
@@ -890,4 +895,23 @@ impl Default for ConnectorsConfig {
             dir: PathBuf::from("connectors"),
         }
     }
+}
+
+/// One entry of `mqtt.auto_subscribe` (EMQX's `auto_subscribe.topics`): a topic filter
+/// template (`${clientid}`, `${username}`, `${host}`, `${port}`) and its options.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoSubscribe {
+    pub topic: String,
+    #[serde(default)]
+    pub qos: u8,
+    /// Retain handling (0, 1, 2).
+    #[serde(default)]
+    pub rh: u8,
+    /// Retain as published.
+    #[serde(default)]
+    pub rap: bool,
+    /// No local.
+    #[serde(default)]
+    pub nl: bool,
 }

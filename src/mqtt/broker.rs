@@ -71,6 +71,8 @@ pub struct BrokerConfig {
     /// Expiry applied to messages that carry none (seconds).
     pub message_expiry_interval: Option<u32>,
     pub response_information: String,
+    /// `mqtt.auto_subscribe`: topics every client is subscribed to on connect.
+    pub auto_subscribe: Vec<crate::config::AutoSubscribe>,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +105,7 @@ impl Default for BrokerConfig {
             idle_timeout: Duration::from_secs(15),
             message_expiry_interval: None,
             response_information: String::new(),
+            auto_subscribe: Vec::new(),
         }
     }
 }

@@ -471,6 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         broker.emit(EventMask::CONNECTED, || BrokerEvent::ClientConnected(info));
         // Resume: resend unacknowledged messages first, in order, with DUP.
         conn.resend_inflight();
+        conn.auto_subscribe();
         Some(conn)
     }
 
@@ -1187,80 +1188,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Fail> {
-        // An Arc clone, not a copy of the whole config, per SUBSCRIBE.
-        let broker = self.broker.clone();
-        let cfg = &broker.cfg;
         let v5 = self.protocol == Protocol::V5;
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained: Vec<Delivery> = Vec::new();
         let sub_id = s.properties.subscription_identifier;
         for f in &s.filters {
-            let code = (|| {
-                let parsed = topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
-                topic::validate_filter(parsed.filter, cfg.topic_limits).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
-                if parsed.group.is_some() {
-                    if !cfg.shared_subscription {
-                        return Err(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                    }
-                    if f.no_local && v5 {
-                        return Err(reason::PROTOCOL_ERROR);
-                    }
-                }
-                if !cfg.wildcard_subscription && topic::has_wildcard(parsed.filter) {
-                    return Err(reason::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
-                }
-                let allowed = self.broker.auth.authorize(
-                    &self.info.client_id,
-                    self.info.username.as_deref(),
-                    Action::Subscribe,
-                    &f.filter,
-                );
-                self.authz_event(Action::Subscribe, &f.filter, allowed);
-                if !allowed {
-                    return Err(reason::NOT_AUTHORIZED);
-                }
-                {
-                    let st = self.session.state.lock();
-                    if st.subscriptions.len() >= cfg.max_subscriptions && !st.subscriptions.contains_key(&f.filter) {
-                        return Err(reason::QUOTA_EXCEEDED);
-                    }
-                }
-                let qos = f.qos.min(cfg.max_qos_allowed);
-                let opts = SubOptions {
-                    qos: qos as u8,
-                    no_local: f.no_local,
-                    retain_as_published: f.retain_as_published,
-                    retain_handling: f.retain_handling,
-                    sub_id,
-                };
-                let existed = self.broker.subscribe(&self.session, &f.filter, opts)?;
-                let send_retained = parsed.group.is_none()
-                    && match f.retain_handling {
-                        0 => true,
-                        1 => !existed,
-                        _ => false,
-                    };
-                if send_retained {
-                    for m in self.broker.retained_matching(parsed.filter) {
-                        retained.push(Delivery {
-                            qos: if cfg.upgrade_qos { qos } else { m.qos.min(qos) },
-                            retain: true,
-                            sub_ids: sub_id.into_iter().collect(),
-                            share: None,
-                            seq: 0,
-                            msg: m,
-                        });
-                    }
-                }
-                let (c, filter) = (self.session.client_id.clone(), f.filter.clone());
-                self.broker.emit(EventMask::SUBSCRIBED, || BrokerEvent::Subscribed {
-                    client_id: c,
-                    filter,
-                    qos,
-                    info: Some(self.shared_info.clone()),
-                });
-                Ok(qos as u8)
-            })();
+            let code = self.subscribe_filter(f, sub_id, &mut retained);
             match code {
                 Err(reason::PROTOCOL_ERROR) => {
                     return Err(Fail::Protocol(
@@ -1285,6 +1218,118 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             let _ = self.broker.enqueue(&self.session, d);
         }
         Ok(())
+    }
+
+    /// One filter of a SUBSCRIBE, or of `mqtt.auto_subscribe`: checks it, subscribes, and
+    /// collects the retained messages to send after the SUBACK. The granted QoS, or the
+    /// reason code of the refusal.
+    fn subscribe_filter(
+        &mut self,
+        f: &codec::SubscribeFilter,
+        sub_id: Option<u32>,
+        retained: &mut Vec<Delivery>,
+    ) -> Result<u8, u8> {
+        let broker = self.broker.clone();
+        let cfg = &broker.cfg;
+        let v5 = self.protocol == Protocol::V5;
+        let parsed = topic::parse_shared(&f.filter).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+        topic::validate_filter(parsed.filter, cfg.topic_limits).map_err(|_| reason::TOPIC_FILTER_INVALID)?;
+        if parsed.group.is_some() {
+            if !cfg.shared_subscription {
+                return Err(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            }
+            if f.no_local && v5 {
+                return Err(reason::PROTOCOL_ERROR);
+            }
+        }
+        if !cfg.wildcard_subscription && topic::has_wildcard(parsed.filter) {
+            return Err(reason::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        let allowed = self.broker.auth.authorize(
+            &self.info.client_id,
+            self.info.username.as_deref(),
+            Action::Subscribe,
+            &f.filter,
+        );
+        self.authz_event(Action::Subscribe, &f.filter, allowed);
+        if !allowed {
+            return Err(reason::NOT_AUTHORIZED);
+        }
+        {
+            let st = self.session.state.lock();
+            if st.subscriptions.len() >= cfg.max_subscriptions && !st.subscriptions.contains_key(&f.filter) {
+                return Err(reason::QUOTA_EXCEEDED);
+            }
+        }
+        let qos = f.qos.min(cfg.max_qos_allowed);
+        let opts = SubOptions {
+            qos: qos as u8,
+            no_local: f.no_local,
+            retain_as_published: f.retain_as_published,
+            retain_handling: f.retain_handling,
+            sub_id,
+        };
+        let existed = self.broker.subscribe(&self.session, &f.filter, opts)?;
+        let send_retained = parsed.group.is_none()
+            && match f.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        if send_retained {
+            for m in self.broker.retained_matching(parsed.filter) {
+                retained.push(Delivery {
+                    qos: if cfg.upgrade_qos { qos } else { m.qos.min(qos) },
+                    retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
+                    share: None,
+                    seq: 0,
+                    msg: m,
+                });
+            }
+        }
+        let (c, filter) = (self.session.client_id.clone(), f.filter.clone());
+        self.broker.emit(EventMask::SUBSCRIBED, || BrokerEvent::Subscribed {
+            client_id: c,
+            filter,
+            qos,
+            info: Some(self.shared_info.clone()),
+        });
+        Ok(qos as u8)
+    }
+
+    /// `mqtt.auto_subscribe`: the configured topics (`${clientid}`, `${username}`,
+    /// `${host}`, `${port}` filled in), subscribed for the client right after CONNACK, with
+    /// the same checks as a SUBSCRIBE. A refused one is logged and counted; the client is
+    /// connected either way.
+    fn auto_subscribe(&mut self) {
+        let broker = self.broker.clone();
+        if broker.cfg.auto_subscribe.is_empty() {
+            return;
+        }
+        let mut retained = Vec::new();
+        for a in &broker.cfg.auto_subscribe {
+            let filter = a
+                .topic
+                .replace("${clientid}", &self.info.client_id)
+                .replace("${username}", self.info.username.as_deref().unwrap_or(""))
+                .replace("${host}", &self.info.peer.ip().to_string())
+                .replace("${port}", &self.info.peer.port().to_string());
+            let f = codec::SubscribeFilter {
+                filter,
+                qos: QoS::from_u8(a.qos.min(2)).unwrap_or(QoS::AtMostOnce),
+                no_local: a.nl,
+                retain_as_published: a.rap,
+                retain_handling: a.rh.min(2),
+            };
+            if let Err(code) = self.subscribe_filter(&f, None, &mut retained) {
+                broker.metrics.auto_subscribe_failed.inc();
+                tracing::warn!(client_id = %self.info.client_id, filter = %f.filter, code, "Auto-subscribe refused.");
+            }
+        }
+        for d in retained {
+            let _ = broker.enqueue(&self.session, d);
+        }
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
