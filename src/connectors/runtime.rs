@@ -612,6 +612,13 @@ impl ConnectorSet {
         }
     }
 
+    /// Hands every connector the sink for what it receives (the MQTT bridge's ingress).
+    pub fn set_ingress(&self, sink: Arc<dyn super::IngressSink>) {
+        for c in self.inner.conns.values() {
+            c.def.connector.set_ingress(sink.clone());
+        }
+    }
+
     /// Stops every action runtime and connector (buffered outputs are lost: memory only).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -238,7 +238,9 @@ fn typed_int<T: TryFrom<i64>>(
     }
 }
 
-fn parse_republish(f: &mut Fields<'_, '_>) -> Result<Republish, FileError> {
+/// Parses a `republish`-shaped action (topic, qos, retain, payload, properties); the MQTT
+/// connector's egress action has the same keys.
+pub fn parse_republish(f: &mut Fields<'_, '_>) -> Result<Republish, FileError> {
     let topic_s = f.req_string("topic")?;
     let topic = template(f, "topic", &topic_s.value)?;
     if topic.is_literal() {
