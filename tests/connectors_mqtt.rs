@@ -1,5 +1,6 @@
 //! The MQTT bridge connector behind rules, against a real Mosquitto (scripts/services.sh
-//! starts one on 127.0.0.1:11883; `JUNCTION_MQTT_REMOTE_ADDR` points elsewhere). Without it
+//! starts one on 127.0.0.1:11883, `JUNCTION_MOSQUITTO_PORT`; `JUNCTION_MQTT_REMOTE_ADDR`
+//! points elsewhere). Without it
 //! the tests print why and pass, unless `JUNCTION_REQUIRE_SERVICES=1`, where they fail.
 //! What the user sees is checked: the messages on the remote broker, read back with
 //! rumqttc, the messages on the local broker, and the action's metrics. Every topic of a
@@ -9,6 +10,7 @@
 //! - ingress: a message published on the remote broker reaches a rule
 //!   `FROM "$bridges/mqtt:<name>"` that republishes it locally;
 //! - forward_in: a remote message is republished locally under a prefix, with no rule;
+//! - the `examples/bridge` files: forward out (a rule), ingress to a rule, forward in;
 //! - a Mosquitto of the test's own killed (SIGKILL) and restarted on the same port during
 //!   an egress run: every QoS 1 output arrives (at least once).
 
@@ -28,7 +30,10 @@ use tokio::sync::mpsc;
 /// (with the reason printed) when none answers. Panics instead when
 /// `JUNCTION_REQUIRE_SERVICES=1`.
 fn remote_addr(test: &str) -> Option<String> {
-    let addr = std::env::var("JUNCTION_MQTT_REMOTE_ADDR").unwrap_or_else(|_| "127.0.0.1:11883".into());
+    let addr = std::env::var("JUNCTION_MQTT_REMOTE_ADDR").unwrap_or_else(|_| {
+        let port = std::env::var("JUNCTION_MOSQUITTO_PORT").unwrap_or_else(|_| "11883".into());
+        format!("127.0.0.1:{port}")
+    });
     let reachable = addr
         .parse::<SocketAddr>()
         .ok()
@@ -220,6 +225,12 @@ fn connector(addr: &str, extra: &str) -> String {
     )
 }
 
+/// Settings for a connector on the shared broker: a client id unique to the run and no
+/// session left behind there.
+fn shared(p: &str, extra: &str) -> String {
+    format!("clientid_prefix = \"{p}:\"\nclean_start = true\n{extra}")
+}
+
 /// Collects messages until `done(ids)` or the timeout; returns the distinct `i`s.
 async fn collect_ids(
     rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
@@ -253,7 +264,11 @@ async fn egress_every_qos1_output_arrives_on_the_remote_broker() {
     let (_sub, mut rx) = subscriber(&host, port, &format!("{p}-sub").replace('/', "_"), &format!("{p}/#"));
     subscribed(&mut rx).await;
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("connectors"), "remote.toml", &connector(&addr, ""));
+    write(
+        &dir.path().join("connectors"),
+        "remote.toml",
+        &connector(&addr, &shared(&p, "")),
+    );
     write(
         &dir.path().join("rules"),
         "r.toml",
@@ -294,7 +309,10 @@ async fn ingress_a_remote_message_reaches_a_bridge_rule() {
     write(
         &dir.path().join("connectors"),
         "inbound.toml",
-        &connector(&addr, &format!("ingress = [{{ remote = \"{p}/in/#\", qos = 1 }}]")),
+        &connector(
+            &addr,
+            &shared(&p, &format!("ingress = [{{ remote = \"{p}/in/#\", qos = 1 }}]")),
+        ),
     );
     write(
         &dir.path().join("rules"),
@@ -348,7 +366,10 @@ async fn forward_in_republishes_remote_messages_locally() {
         "site.toml",
         &connector(
             &addr,
-            &format!("forward_in = [{{ remote = \"{p}/x/#\", local_prefix = \"from-remote/\" }}]"),
+            &shared(
+                &p,
+                &format!("forward_in = [{{ remote = \"{p}/x/#\", local_prefix = \"from-remote/\" }}]"),
+            ),
         ),
     );
     let b = broker(dir.path()).await;
@@ -529,5 +550,102 @@ async fn a_remote_broker_restarted_during_egress_loses_no_qos1_message() {
         "lost across the restart: {missing:?} ({} before the kill)",
         before.len()
     );
+    b.running.stop().await;
+}
+
+/// Copies `examples/bridge` into `dir` (connectors/ and rules/), pointing the connector at
+/// `addr` and moving every remote topic under the run's prefix `p`.
+fn copy_example(dir: &Path, addr: &str, p: &str) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bridge");
+    for sub in ["connectors", "rules"] {
+        let mut n = 0;
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("server = \"127.0.0.1:11883\"", &format!("server = \"{addr}\""))
+                    .replace(
+                        "clientid_prefix = \"junction-site1:\"",
+                        &format!("clientid_prefix = \"{p}:\""),
+                    )
+                    .replace("clean_start = false", "clean_start = true")
+                    .replace("\"site1/${topic}\"", &format!("\"{p}/site1/${{topic}}\""))
+                    .replace("remote = \"commands/site1/#\"", &format!("remote = \"{p}/commands/#\""))
+                    .replace("remote = \"broadcast/#\"", &format!("remote = \"{p}/broadcast/#\""));
+                write(&dir.join(sub), &path.file_name().unwrap().to_string_lossy(), &text);
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no files in {}", src.join(sub).display());
+    }
+}
+
+/// Publishes on the remote broker until the local subscriber gets something.
+async fn remote_until_local(
+    remote: &AsyncClient,
+    topic: &str,
+    payload: &str,
+    local_rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) -> (String, Vec<u8>) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            remote
+                .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+                .await
+                .unwrap();
+            if let Ok(Some((t, pl))) = tokio::time::timeout(Duration::from_millis(300), local_rx.recv()).await {
+                if t != "$suback" {
+                    return (t, pl);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing published on {topic} reached the local broker"))
+}
+
+#[tokio::test]
+async fn the_bridge_example_forwards_out_and_in() {
+    let Some(addr) = remote_addr("the_bridge_example_forwards_out_and_in") else {
+        return;
+    };
+    let p = prefix("example");
+    let (host, port) = split(&addr);
+    let dir = tempfile::tempdir().unwrap();
+    copy_example(dir.path(), &addr, &p);
+    let (_remote_sub, mut remote_rx) = subscriber(&host, port, &format!("{p}-sub"), &format!("{p}/site1/#"));
+    subscribed(&mut remote_rx).await;
+    let b = broker(dir.path()).await;
+    wait_connected(&b, "remote").await;
+
+    // Out: local a/# -> remote <p>/site1/a/#, payload as it is.
+    publish_all(b.tcp, "pub-example", "a/b", [b"out-1".to_vec()]).await;
+    let got = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match remote_rx.recv().await {
+                Some((t, _)) if t == "$suback" => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("forward out: nothing arrived on the remote broker");
+    assert_eq!(got, Some((format!("{p}/site1/a/b"), b"out-1".to_vec())));
+
+    let (remote, mut ev) = client_at(&host, port, &format!("{p}-pub"), true);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    // In, through the rule FROM "$bridges/mqtt:remote".
+    let (_l1, mut rx1) = subscriber(&b.tcp.ip().to_string(), b.tcp.port(), "local-cmd", "local/#");
+    subscribed(&mut rx1).await;
+    let topic = format!("{p}/commands/pump1");
+    let got = remote_until_local(&remote, &topic, "on", &mut rx1).await;
+    assert_eq!(got, (format!("local/{topic}"), b"on".to_vec()));
+    // In, plain forward.
+    let (_l2, mut rx2) = subscriber(&b.tcp.ip().to_string(), b.tcp.port(), "local-bc", "from-remote/#");
+    subscribed(&mut rx2).await;
+    let topic = format!("{p}/broadcast/all");
+    let got = remote_until_local(&remote, &topic, "hello all", &mut rx2).await;
+    assert_eq!(got, (format!("from-remote/{topic}"), b"hello all".to_vec()));
     b.running.stop().await;
 }
