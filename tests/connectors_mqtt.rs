@@ -12,7 +12,10 @@
 //! - forward_in: a remote message is republished locally under a prefix, with no rule;
 //! - the `examples/bridge` files: forward out (a rule), ingress to a rule, forward in;
 //! - a Mosquitto of the test's own killed (SIGKILL) and restarted on the same port during
-//!   an egress run: every QoS 1 output arrives (at least once).
+//!   an egress run: every QoS 1 output arrives (at least once), with MQTT 3.1.1 and 5;
+//! - MQTT 5: the action's user properties reach the remote broker, a remote message's
+//!   user properties are in `pub_props`, and a message refused by the remote broker's ACL
+//!   (PUBACK 0x87) is counted failed with the reason while later outputs arrive.
 
 mod common;
 
@@ -453,6 +456,15 @@ async fn wait_port(port: u16, up: bool) {
 
 #[tokio::test]
 async fn a_remote_broker_restarted_during_egress_loses_no_qos1_message() {
+    restarted_during_egress("a_remote_broker_restarted_during_egress_loses_no_qos1_message", "v4").await;
+}
+
+#[tokio::test]
+async fn v5_a_remote_broker_restarted_during_egress_loses_no_qos1_message() {
+    restarted_during_egress("v5_a_remote_broker_restarted_during_egress_loses_no_qos1_message", "v5").await;
+}
+
+async fn restarted_during_egress(test: &str, proto: &str) {
     let present = Command::new(mosquitto_bin())
         .arg("-h")
         .stdout(Stdio::null())
@@ -460,7 +472,7 @@ async fn a_remote_broker_restarted_during_egress_loses_no_qos1_message() {
         .status()
         .is_ok();
     if !present {
-        skip("a_remote_broker_restarted_during_egress_loses_no_qos1_message: no `mosquitto` binary");
+        skip(&format!("{test}: no `mosquitto` binary"));
         return;
     }
     let port = {
@@ -484,7 +496,10 @@ async fn a_remote_broker_restarted_during_egress_loses_no_qos1_message() {
     write(
         &dir.path().join("connectors"),
         "own.toml",
-        &connector(&addr, "batch_size = 10\nqueue_len = 100000"),
+        &connector(
+            &addr,
+            &format!("batch_size = 10\nqueue_len = 100000\nproto_ver = \"{proto}\""),
+        ),
     );
     write(
         &dir.path().join("rules"),
@@ -647,5 +662,212 @@ async fn the_bridge_example_forwards_out_and_in() {
     let topic = format!("{p}/broadcast/all");
     let got = remote_until_local(&remote, &topic, "hello all", &mut rx2).await;
     assert_eq!(got, (format!("from-remote/{topic}"), b"hello all".to_vec()));
+    b.running.stop().await;
+}
+
+mod v5 {
+    pub use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    pub use rumqttc::v5::mqttbytes::QoS;
+    pub use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+}
+
+/// An MQTT 5 client on the remote broker: every received publish (topic, payload, user
+/// properties) goes to the channel; SUBACKs as `$suback`.
+#[allow(clippy::type_complexity)]
+fn v5_client(
+    host: &str,
+    port: u16,
+    id: &str,
+    filter: Option<&str>,
+) -> (
+    v5::AsyncClient,
+    mpsc::UnboundedReceiver<(String, Vec<u8>, Vec<(String, String)>)>,
+) {
+    let mut o = v5::MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (c, mut ev) = v5::AsyncClient::new(o, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (c2, filter) = (c.clone(), filter.map(str::to_string));
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(v5::Event::Incoming(v5::Packet::ConnAck(_))) => {
+                    if let Some(f) = &filter {
+                        let _ = c2.try_subscribe(f.clone(), v5::QoS::AtLeastOnce);
+                    }
+                }
+                Ok(v5::Event::Incoming(v5::Packet::SubAck(_))) => {
+                    let _ = tx.send(("$suback".to_string(), Vec::new(), Vec::new()));
+                }
+                Ok(v5::Event::Incoming(v5::Packet::Publish(p))) => {
+                    let props = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if tx.send((topic, p.payload.to_vec(), props)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    (c, rx)
+}
+
+#[tokio::test]
+async fn v5_egress_sends_properties_and_ingress_reads_pub_props() {
+    let Some(addr) = remote_addr("v5_egress_sends_properties_and_ingress_reads_pub_props") else {
+        return;
+    };
+    let p = prefix("v5");
+    let (host, port) = split(&addr);
+    let (_sub, mut sub_rx) = v5_client(&host, port, &format!("{p}-sub"), Some(&format!("{p}/out/#")));
+    let got = tokio::time::timeout(Duration::from_secs(10), sub_rx.recv()).await;
+    assert!(matches!(got, Ok(Some((ref t, _, _))) if t == "$suback"), "{got:?}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "remote5.toml",
+        &connector(
+            &addr,
+            &shared(
+                &p,
+                &format!("proto_ver = \"v5\"\ningress = [{{ remote = \"{p}/in/#\", qos = 1 }}]"),
+            ),
+        ),
+    );
+    write(
+        &dir.path().join("rules"),
+        "r.toml",
+        &format!(
+            "[[rules]]\nid = \"out\"\nsql = 'SELECT payload.i AS i, clientid FROM \"data/#\"'\n[[rules.actions]]\ntype = \"mqtt\"\n\
+             connector = \"remote5\"\ntopic = \"{p}/out/${{i}}\"\nqos = 1\npayload = \"${{i}}\"\n\
+             user_properties = {{ from = \"${{clientid}}\" }}\nmqtt_properties = {{ content_type = \"text/plain\" }}\n\
+             [[rules]]\nid = \"in\"\nsql = '''SELECT pub_props.'User-Property'.k AS k, payload FROM \"$bridges/mqtt:remote5\"'''\n\
+             [[rules.actions]]\ntype = \"republish\"\ntopic = \"local/in\"\npayload = \"${{k}}:${{payload}}\"\n"
+        ),
+    );
+    let b = broker(dir.path()).await;
+    wait_connected(&b, "remote5").await;
+
+    // Egress: the action's user property arrives with the message.
+    publish_all(b.tcp, "pub-v5", "data/x", [br#"{"i": 7}"#.to_vec()]).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), sub_rx.recv())
+        .await
+        .expect("nothing arrived on the remote broker");
+    let (topic, payload, props) = got.unwrap();
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        (format!("{p}/out/7").as_str(), &b"7"[..])
+    );
+    assert!(props.contains(&("from".to_string(), "pub-v5".to_string())), "{props:?}");
+
+    // Ingress: the remote message's user property is in pub_props.
+    let (_local, mut local_rx) = subscriber(&b.tcp.ip().to_string(), b.tcp.port(), "local-v5", "local/#");
+    subscribed(&mut local_rx).await;
+    let (remote, _remote_rx) = v5_client(&host, port, &format!("{p}-pub"), None);
+    let topic = format!("{p}/in/a");
+    let got = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let props = v5::PublishProperties {
+                user_properties: vec![("k".into(), "v".into())],
+                ..Default::default()
+            };
+            let _ = remote
+                .publish_with_properties(topic.clone(), v5::QoS::AtLeastOnce, false, "hi", props)
+                .await;
+            if let Ok(Some((t, pl))) = tokio::time::timeout(Duration::from_millis(300), local_rx.recv()).await {
+                if t != "$suback" {
+                    return pl;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the remote v5 message reached no local subscriber");
+    assert_eq!(got, b"v:hi".to_vec());
+    b.running.stop().await;
+}
+
+#[tokio::test]
+async fn v5_a_refused_message_is_failed_and_later_ones_arrive() {
+    let present = Command::new(mosquitto_bin())
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !present {
+        skip("v5_a_refused_message_is_failed_and_later_ones_arrive: no `mosquitto` binary");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("mosquitto.conf");
+    let acl = data.path().join("acl");
+    // Anonymous clients may use ok/# only: a publish elsewhere gets PUBACK 0x87 (MQTT 5).
+    std::fs::write(&acl, "topic readwrite ok/#\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nacl_file {}\n",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let _server = OwnMosquitto::start(&conf);
+    wait_port(port, true).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (_sub, mut rx) = subscriber("127.0.0.1", port, "sub-ok", "ok/#");
+    subscribed(&mut rx).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "acl.toml",
+        &connector(&addr, "proto_ver = \"v5\"\ninflight_window = 1"),
+    );
+    write(
+        &dir.path().join("rules"),
+        "r.toml",
+        "[[rules]]\nid = \"out\"\nsql = 'SELECT payload.i AS i, payload.t AS t FROM \"data/#\"'\n[[rules.actions]]\n\
+         type = \"mqtt\"\nconnector = \"acl\"\ntopic = \"${t}/${i}\"\nqos = 1\npayload = '{\"i\": ${i}}'\n",
+    );
+    let b = broker(dir.path()).await;
+    wait_connected(&b, "acl").await;
+    publish_all(
+        b.tcp,
+        "pub-acl",
+        "data/x",
+        [
+            br#"{"i": 0, "t": "ok"}"#.to_vec(),
+            br#"{"i": 1, "t": "ok"}"#.to_vec(),
+            br#"{"i": 2, "t": "denied"}"#.to_vec(),
+        ],
+    )
+    .await;
+    let a = wait_metrics(&b, "acl", "out", 20, |m| n(m, "success") + n(m, "failed") == 3).await;
+    let m = &a["metrics"];
+    assert_eq!((n(m, "success"), n(m, "failed")), (2, 1), "{a}");
+    let err = a["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("the remote broker refused the message: NotAuthorized"),
+        "{a}"
+    );
+    // The queue moves on: a later output arrives (after the reconnect the refusal caused).
+    wait_connected(&b, "acl").await;
+    publish_all(b.tcp, "pub-acl", "data/x", [br#"{"i": 3, "t": "ok"}"#.to_vec()]).await;
+    let a = wait_metrics(&b, "acl", "out", 20, |m| n(m, "success") == 3).await;
+    assert_eq!(n(&a["metrics"], "failed"), 1, "{a}");
+    let mut ids = BTreeSet::new();
+    collect_ids(&mut rx, &mut ids, 10, |ids| ids.len() == 3).await;
+    assert_eq!(ids, BTreeSet::from([0, 1, 3]));
     b.running.stop().await;
 }

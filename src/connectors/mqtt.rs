@@ -12,7 +12,8 @@
 //! password = "secret"             # optional
 //! keepalive = "60s"               # 0s: none
 //! clean_start = false             # false: the remote broker keeps our session (and our subscriptions)
-//! proto_ver = "v4"                # v4 (MQTT 3.1.1); v5 is not supported yet
+//! proto_ver = "v4"                # v4 (MQTT 3.1.1) or v5 (MQTT 5: the action's properties are sent)
+//! session_expiry = "2h"           # v5 with clean_start = false: how long the remote broker keeps our session
 //! max_inflight = 100              # QoS 1/2 publishes awaiting their ack
 //! max_packet_size = 1048576       # largest packet sent or received
 //! # ingress: messages on these remote filters feed rules `FROM "$bridges/mqtt:<name>"`
@@ -44,6 +45,12 @@
 //! filters on every connection. Ingress messages are acknowledged by the client library
 //! once received; they are handed to the rule engine (or the broker) before the next
 //! packet is read.
+//!
+//! **Refusals (MQTT 5).** A PUBACK / PUBREC with a reason code >= 0x80 (not authorized,
+//! topic name invalid, ...) fails its batch as non-retryable with the reason: the queue
+//! moves on. The client library drops the connection on such an ack without naming the
+//! packet; acks come in publish order (MQTT 4.6), so the refused publish is the oldest one
+//! waiting, and the other waiting batches are sent again after the reconnect.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -52,7 +59,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
+use rumqttc::{v5, AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -95,6 +102,10 @@ pub struct Settings {
     pub password: Option<String>,
     pub keepalive: Duration,
     pub clean_start: bool,
+    /// MQTT 5 (else 3.1.1).
+    pub v5: bool,
+    /// MQTT 5: seconds the remote broker keeps our session after a disconnect (`clean_start = false`).
+    pub session_expiry: u32,
     pub max_inflight: u16,
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
@@ -113,15 +124,20 @@ impl ActionSettings for MqttAction {
     }
 }
 
+/// Told when a publish is settled: `Err` carries the remote broker's refusal.
+type Waiter = oneshot::Sender<Result<(), String>>;
+
 /// The waiters of the publishes of one connection.
 #[derive(Default)]
 struct Acks {
     /// Publishes handed to the client, not yet written (in the order they were handed over).
-    queued: VecDeque<oneshot::Sender<()>>,
-    /// Written QoS 1/2 publishes by packet id, awaiting PUBACK / PUBCOMP.
-    inflight: HashMap<u16, VecDeque<oneshot::Sender<()>>>,
+    queued: VecDeque<Waiter>,
+    /// Written QoS 1/2 publishes by packet id (with their write order), awaiting PUBACK / PUBCOMP.
+    inflight: HashMap<u16, VecDeque<(u64, Waiter)>>,
     /// A publish the client holds back because its packet id is still in flight.
-    collided: Option<(u16, oneshot::Sender<()>)>,
+    collided: Option<(u16, Waiter)>,
+    /// Write order.
+    seq: u64,
     /// The connection is gone: every waiter was dropped (its sender sees an error).
     dead: bool,
 }
@@ -137,9 +153,10 @@ impl Acks {
         };
         let Some(w) = w else { return };
         if pkid == 0 {
-            let _ = w.send(());
+            let _ = w.send(Ok(()));
         } else {
-            self.inflight.entry(pkid).or_default().push_back(w);
+            self.seq += 1;
+            self.inflight.entry(pkid).or_default().push_back((self.seq, w));
         }
     }
 
@@ -151,11 +168,27 @@ impl Acks {
 
     fn acked(&mut self, pkid: u16) {
         if let Some(q) = self.inflight.get_mut(&pkid) {
-            if let Some(w) = q.pop_front() {
-                let _ = w.send(());
+            if let Some((_, w)) = q.pop_front() {
+                let _ = w.send(Ok(()));
             }
             if q.is_empty() {
                 self.inflight.remove(&pkid);
+            }
+        }
+    }
+
+    /// The remote broker refused a publish (MQTT 5 reason code >= 0x80). The client library
+    /// does not say which; acks come in the order of the publishes (MQTT 4.6), so it is the
+    /// oldest one still waiting.
+    fn refused(&mut self, why: String) {
+        let oldest = self
+            .inflight
+            .iter()
+            .filter_map(|(pkid, q)| q.front().map(|(seq, _)| (*seq, *pkid)))
+            .min();
+        if let Some((_, pkid)) = oldest {
+            if let Some((_, w)) = self.inflight.get_mut(&pkid).and_then(VecDeque::pop_front) {
+                let _ = w.send(Err(why));
             }
         }
     }
@@ -168,10 +201,74 @@ impl Acks {
     }
 }
 
+/// A client of either protocol version.
+#[derive(Clone)]
+enum Client {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Client {
+    async fn publish(&self, m: Message) -> Result<(), String> {
+        let topic = m.topic.to_string();
+        match self {
+            Client::V4(c) => c
+                .publish_bytes(topic, rumqttc_qos(m.qos as u8), m.retain, m.payload)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => {
+                let props = v5::mqttbytes::v5::PublishProperties {
+                    payload_format_indicator: m.payload_format_indicator,
+                    message_expiry_interval: m
+                        .expires_at_ms
+                        .map(|e| u32::try_from(e.saturating_sub(m.received_at_ms).div_ceil(1000)).unwrap_or(u32::MAX)),
+                    response_topic: m.response_topic.as_ref().map(ToString::to_string),
+                    correlation_data: m.correlation_data.clone(),
+                    user_properties: m.user_properties.clone(),
+                    content_type: m.content_type.as_ref().map(ToString::to_string),
+                    ..Default::default()
+                };
+                c.publish_bytes_with_properties(topic, v5_qos(m.qos as u8), m.retain, m.payload, props)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn subscribe(&self, filters: &[(String, u8)]) -> Result<(), String> {
+        if filters.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), rumqttc_qos(*q))),
+                )
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| v5::mqttbytes::v5::Filter::new(f.clone(), v5_qos(*q))),
+                )
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        };
+    }
+}
+
 /// The current connection.
 #[derive(Clone)]
 struct Live {
-    client: AsyncClient,
+    client: Client,
     acks: Arc<Mutex<Acks>>,
 }
 
@@ -279,7 +376,7 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
     let username = f.string("username")?.map(|s| s.value);
     let password = f.string("password")?.map(|s| s.value);
     if password.is_some() && username.is_none() {
-        return Err(f.error("password", "a password needs a `username` (MQTT 3.1.1)"));
+        return Err(f.error("password", "a password needs a `username`"));
     }
     let keepalive = super::file::duration(f, "keepalive")?.unwrap_or(Duration::from_secs(60));
     if !keepalive.is_zero() && (keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(65_535)) {
@@ -287,17 +384,16 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
     }
     let keepalive = Duration::from_secs(keepalive.as_secs());
     let clean_start = f.bool("clean_start")?.unwrap_or(false);
-    match f.string("proto_ver")?.map(|s| s.value) {
-        None => {}
-        Some(v) if v == "v4" || v == "v3.1.1" => {}
-        Some(v) if v == "v5" => {
-            return Err(f.error(
-                "proto_ver",
-                "MQTT 5 (`v5`) is not supported by the bridge yet; use \"v4\"",
-            ))
-        }
-        Some(v) => return Err(f.error("proto_ver", format!("unknown protocol version `{v}`; known: v4"))),
-    }
+    let v5 = match f.string("proto_ver")?.map(|s| s.value) {
+        None => false,
+        Some(v) if v == "v4" || v == "v3.1.1" => false,
+        Some(v) if v == "v5" => true,
+        Some(v) => return Err(f.error("proto_ver", format!("unknown protocol version `{v}`; known: v4, v5"))),
+    };
+    let session_expiry = match super::file::duration(f, "session_expiry")? {
+        None => 7200,
+        Some(d) => u32::try_from(d.as_secs()).map_err(|_| f.error("session_expiry", "too long"))?,
+    };
     let max_inflight = super::file::count(f, "max_inflight", 1, 65_535)?.unwrap_or(100) as u16;
     let max_packet_size = super::file::count(f, "max_packet_size", 64, 268_435_455)?.unwrap_or(1 << 20);
     if common.tls.enable == Some(true) {
@@ -345,6 +441,8 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
                 password,
                 keepalive,
                 clean_start,
+                v5,
+                session_expiry,
                 max_inflight,
                 max_packet_size,
                 connect_timeout: common.connect_timeout,
@@ -370,6 +468,14 @@ fn rumqttc_qos(q: u8) -> QoS {
     }
 }
 
+fn v5_qos(q: u8) -> v5::mqttbytes::QoS {
+    match q {
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
 fn hex_id() -> String {
     uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase()
 }
@@ -379,14 +485,40 @@ impl Inner {
         format!("{}:{}", self.s.host, self.s.port)
     }
 
-    fn options(&self) -> MqttOptions {
+    fn filters(&self) -> Vec<(String, u8)> {
+        self.s
+            .ingress
+            .iter()
+            .map(|i| (i.remote.clone(), i.qos))
+            .chain(self.s.forward_in.iter().map(|i| (i.remote.clone(), i.qos)))
+            .collect()
+    }
+
+    fn options_v4(&self) -> MqttOptions {
         let s = &self.s;
         let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
         o.set_keep_alive(s.keepalive);
         o.set_clean_session(s.clean_start);
         o.set_inflight(s.max_inflight);
         o.set_max_packet_size(s.max_packet_size, s.max_packet_size);
-        o.set_request_channel_capacity(usize::from(s.max_inflight).max(10) * 2);
+        if let Some(u) = &s.username {
+            o.set_credentials(u.clone(), s.password.clone().unwrap_or_default());
+        }
+        o
+    }
+
+    fn options_v5(&self) -> v5::MqttOptions {
+        let s = &self.s;
+        let mut o = v5::MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+        o.set_keep_alive(s.keepalive);
+        o.set_clean_start(s.clean_start);
+        let mut props = v5::mqttbytes::v5::ConnectProperties::new();
+        // A session kept by the remote broker needs an expiry interval in MQTT 5.
+        props.session_expiry_interval = (!s.clean_start).then_some(s.session_expiry);
+        o.set_connect_properties(props);
+        o.set_max_packet_size(Some(u32::try_from(s.max_packet_size).unwrap_or(u32::MAX)));
+        o.set_outgoing_inflight_upper_limit(s.max_inflight);
+        o.set_connection_timeout(s.connect_timeout.as_secs().max(1));
         if let Some(u) = &s.username {
             o.set_credentials(u.clone(), s.password.clone().unwrap_or_default());
         }
@@ -397,25 +529,46 @@ impl Inner {
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
-            let (client, mut el) = AsyncClient::new(self.options(), 10);
-            let mut net = NetworkOptions::new();
-            net.set_connection_timeout(self.s.connect_timeout.as_secs().max(1));
-            el.set_network_options(net);
             let acks = Arc::new(Mutex::new(Acks::default()));
-            let err = tokio::select! {
-                e = self.drive(&client, &mut el, &acks, &mut delay) => e,
-                () = stop.cancelled() => {
-                    let _ = client.try_disconnect();
-                    // Let the DISCONNECT out (bounded).
-                    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-                        while el.poll().await.is_ok() {}
-                    })
-                    .await;
-                    self.down(&acks, None);
-                    return;
+            let (client, err) = if self.s.v5 {
+                let (client, mut el) = v5::AsyncClient::new(self.options_v5(), 10);
+                let c = Client::V5(client);
+                tokio::select! {
+                    e = self.drive_v5(&c, &mut el, &acks, &mut delay) => (c, Some(e)),
+                    () = stop.cancelled() => {
+                        c.try_disconnect();
+                        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                            while el.poll().await.is_ok() {}
+                        })
+                        .await;
+                        (c, None)
+                    }
+                }
+            } else {
+                let (client, mut el) = AsyncClient::new(self.options_v4(), 10);
+                let mut net = NetworkOptions::new();
+                net.set_connection_timeout(self.s.connect_timeout.as_secs().max(1));
+                el.set_network_options(net);
+                let c = Client::V4(client);
+                tokio::select! {
+                    e = self.drive_v4(&c, &mut el, &acks, &mut delay) => (c, Some(e)),
+                    () = stop.cancelled() => {
+                        c.try_disconnect();
+                        // Let the DISCONNECT out (bounded).
+                        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                            while el.poll().await.is_ok() {}
+                        })
+                        .await;
+                        (c, None)
+                    }
                 }
             };
-            self.down(&acks, Some(err));
+            drop(client);
+            let stopped = err.is_none();
+            self.down(&acks, err);
+            if stopped {
+                return;
+            }
             let wait = {
                 use rand::Rng;
                 let ms = delay.as_millis() as u64;
@@ -441,10 +594,26 @@ impl Inner {
         }
     }
 
-    /// Drives one connection until it fails; returns why.
-    async fn drive(
+    /// The CONNACK: subscribe, and the connection is usable.
+    fn up(&self, client: &Client, acks: &Arc<Mutex<Acks>>, delay: &mut Duration) -> Result<(), String> {
+        client
+            .subscribe(&self.filters())
+            .map_err(|e| clip(format!("cannot subscribe: {e}")))?;
+        *self.live.lock() = Some(Live {
+            client: client.clone(),
+            acks: acks.clone(),
+        });
+        *delay = Duration::from_millis(100);
+        *self.last_error.lock() = None;
+        self.connected.send_replace(true);
+        tracing::info!(connector = %self.s.name, server = %self.server(), "MQTT bridge connected.");
+        Ok(())
+    }
+
+    /// Drives one MQTT 3.1.1 connection until it fails; returns why.
+    async fn drive_v4(
         &self,
-        client: &AsyncClient,
+        client: &Client,
         el: &mut EventLoop,
         acks: &Arc<Mutex<Acks>>,
         delay: &mut Duration,
@@ -456,27 +625,9 @@ impl Inner {
             };
             match ev {
                 Event::Incoming(Packet::ConnAck(_)) => {
-                    let filters: Vec<rumqttc::SubscribeFilter> = self
-                        .s
-                        .ingress
-                        .iter()
-                        .map(|i| (i.remote.clone(), i.qos))
-                        .chain(self.s.forward_in.iter().map(|i| (i.remote.clone(), i.qos)))
-                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f, rumqttc_qos(q)))
-                        .collect();
-                    if !filters.is_empty() {
-                        if let Err(e) = client.try_subscribe_many(filters) {
-                            return clip(format!("cannot subscribe: {e}"));
-                        }
+                    if let Err(e) = self.up(client, acks, delay) {
+                        return e;
                     }
-                    *self.live.lock() = Some(Live {
-                        client: client.clone(),
-                        acks: acks.clone(),
-                    });
-                    *delay = Duration::from_millis(100);
-                    *self.last_error.lock() = None;
-                    self.connected.send_replace(true);
-                    tracing::info!(connector = %self.s.name, server = %self.server(), "MQTT bridge connected.");
                 }
                 Event::Outgoing(Outgoing::Publish(pkid)) => acks.lock().written(pkid),
                 Event::Outgoing(Outgoing::AwaitAck(pkid)) => acks.lock().held_back(pkid),
@@ -489,20 +640,84 @@ impl Inner {
                 {
                     tracing::warn!(connector = %self.s.name, "The remote broker refused a bridge subscription.");
                 }
-                Event::Incoming(Packet::Publish(p)) => self.received(p).await,
+                Event::Incoming(Packet::Publish(p)) => {
+                    let qos =
+                        crate::mqtt::codec::QoS::from_u8(p.qos as u8).unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
+                    let msg = Message::new(p.topic.as_str().into(), p.payload, qos, p.retain, None);
+                    self.received(msg, p.dup).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Drives one MQTT 5 connection until it fails; returns why.
+    async fn drive_v5(
+        &self,
+        client: &Client,
+        el: &mut v5::EventLoop,
+        acks: &Arc<Mutex<Acks>>,
+        delay: &mut Duration,
+    ) -> String {
+        use v5::mqttbytes::v5::Packet as P;
+        loop {
+            let ev = match el.poll().await {
+                Ok(ev) => ev,
+                Err(v5::ConnectionError::MqttState(v5::StateError::PubAckFail { reason })) => {
+                    acks.lock()
+                        .refused(format!("the remote broker refused the message: {reason:?}"));
+                    return format!("the remote broker refused a message ({reason:?}); reconnecting");
+                }
+                Err(v5::ConnectionError::MqttState(v5::StateError::PubRecFail { reason })) => {
+                    acks.lock()
+                        .refused(format!("the remote broker refused the message: {reason:?}"));
+                    return format!("the remote broker refused a message ({reason:?}); reconnecting");
+                }
+                Err(e) => return clip(format!("connection to {} failed: {e}", self.server())),
+            };
+            match ev {
+                v5::Event::Incoming(P::ConnAck(_)) => {
+                    if let Err(e) = self.up(client, acks, delay) {
+                        return e;
+                    }
+                }
+                v5::Event::Outgoing(Outgoing::Publish(pkid)) => acks.lock().written(pkid),
+                v5::Event::Outgoing(Outgoing::AwaitAck(pkid)) => acks.lock().held_back(pkid),
+                v5::Event::Incoming(P::PubAck(a)) => acks.lock().acked(a.pkid),
+                v5::Event::Incoming(P::PubComp(a)) => acks.lock().acked(a.pkid),
+                v5::Event::Incoming(P::Publish(p)) => {
+                    let Ok(topic) = std::str::from_utf8(&p.topic) else {
+                        continue;
+                    };
+                    let qos =
+                        crate::mqtt::codec::QoS::from_u8(p.qos as u8).unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
+                    let mut msg = Message::new(topic.into(), p.payload, qos, p.retain, None);
+                    if let Some(props) = p.properties {
+                        msg.payload_format_indicator = props.payload_format_indicator;
+                        msg.expires_at_ms = props
+                            .message_expiry_interval
+                            .map(|s| msg.received_at_ms + u64::from(s) * 1000);
+                        msg.content_type = props.content_type;
+                        msg.response_topic = props.response_topic;
+                        msg.correlation_data = props.correlation_data;
+                        msg.user_properties = props.user_properties;
+                    }
+                    self.received(msg, p.dup).await;
+                }
                 _ => {}
             }
         }
     }
 
     /// A message from the remote broker: to the rules (ingress) and the broker (forward_in).
-    async fn received(&self, p: rumqttc::Publish) {
-        let to_rules = self.s.ingress.iter().any(|i| topic::matches(&i.remote, &p.topic));
+    async fn received(&self, msg: Message, dup: bool) {
+        let topic: &str = &msg.topic;
+        let to_rules = self.s.ingress.iter().any(|i| topic::matches(&i.remote, topic));
         let forwards: Vec<&ForwardIn> = self
             .s
             .forward_in
             .iter()
-            .filter(|f| topic::matches(&f.remote, &p.topic))
+            .filter(|f| topic::matches(&f.remote, topic))
             .collect();
         if !to_rules && forwards.is_empty() {
             return;
@@ -514,31 +729,33 @@ impl Inner {
             Err(_) => return,
         };
         let Some(sink) = sink else { return };
-        let qos = p.qos as u8;
         if to_rules {
             let now = now_ms() as i64;
             let mut c = Map::default();
             c.insert(Arc::from("event"), Value::Null);
             c.insert(Arc::from("id"), Value::str(hex_id()));
-            c.insert(Arc::from("payload"), Value::Bytes(p.payload.clone()));
+            c.insert(Arc::from("payload"), Value::Bytes(msg.payload.clone()));
             c.insert(Arc::from("server"), Value::str(self.server()));
-            c.insert(Arc::from("topic"), Value::str(p.topic.as_str()));
-            c.insert(Arc::from("qos"), Value::Int(i64::from(qos)));
-            c.insert(Arc::from("dup"), Value::Bool(p.dup));
-            c.insert(Arc::from("retain"), Value::Bool(p.retain));
-            c.insert(Arc::from("pub_props"), Value::Map(Arc::new(Map::default())));
+            c.insert(Arc::from("topic"), Value::str(topic));
+            c.insert(Arc::from("qos"), Value::Int(msg.qos as i64));
+            c.insert(Arc::from("dup"), Value::Bool(dup));
+            c.insert(Arc::from("retain"), Value::Bool(msg.retain));
+            c.insert(Arc::from("pub_props"), crate::rules::events::pub_props(&msg));
             c.insert(Arc::from("message_received_at"), Value::Int(now));
             c.insert(Arc::from("timestamp"), Value::Int(now));
             c.insert(Arc::from("node"), Value::Null);
             sink.bridge_message(&self.s.name, c);
         }
         for f in forwards {
-            let local = format!("{}{}", f.local_prefix, p.topic);
+            let local = format!("{}{}", f.local_prefix, topic);
             if topic::validate_name(&local, topic::TopicLimits::default()).is_err() {
                 continue;
             }
-            let q = crate::mqtt::codec::QoS::from_u8(qos.min(f.qos)).unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
-            sink.publish_local(Message::new(local.into(), p.payload.clone(), q, p.retain, None));
+            let mut m = msg.clone();
+            m.topic = local.into();
+            m.qos = crate::mqtt::codec::QoS::from_u8((msg.qos as u8).min(f.qos))
+                .unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
+            sink.publish_local(m);
         }
     }
 
@@ -589,23 +806,30 @@ impl Inner {
                     acks.queued.push_back(tx);
                 }
                 waits.push(rx);
-                let topic = m.topic.to_string();
                 live.client
-                    .publish_bytes(topic, rumqttc_qos(m.qos as u8), m.retain, m.payload)
+                    .publish(m)
                     .await
                     .map_err(|e| SendError::disconnected(clip(format!("connection to {} lost: {e}", self.server()))))?;
             }
         }
         let all = async {
+            let mut refused = None;
             for rx in waits {
-                if rx.await.is_err() {
-                    return Err(SendError::disconnected(format!(
-                        "connection to {} lost before the ack",
-                        self.server()
-                    )));
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => refused = Some(why),
+                    Err(_) => {
+                        return Err(SendError::disconnected(format!(
+                            "connection to {} lost before the ack",
+                            self.server()
+                        )))
+                    }
                 }
             }
-            Ok(())
+            match refused {
+                Some(why) => Err(SendError::fatal(clip(why))),
+                None => Ok(()),
+            }
         };
         match tokio::time::timeout(self.s.request_timeout, all).await {
             Ok(r) => r,
@@ -713,7 +937,9 @@ mod tests {
         assert!(e.message.contains("not a valid topic filter"), "{e}");
         let e = load("type = \"mqtt\"\ningress = [{ remote = \"a/#\", qos = 3 }]\n").unwrap_err();
         assert!(e.message.contains("not a QoS"), "{e}");
-        let e = load("type = \"mqtt\"\nproto_ver = \"v5\"\n").unwrap_err();
+        let d = load("type = \"mqtt\"\nproto_ver = \"v5\"\nsession_expiry = \"1h\"\n").unwrap();
+        assert_eq!(d.kind, "mqtt");
+        let e = load("type = \"mqtt\"\nproto_ver = \"v6\"\n").unwrap_err();
         assert_eq!((e.line, e.col), (2, 13), "{e}");
         let e = load("type = \"mqtt\"\nkeepalive = \"100ms\"\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
@@ -754,6 +980,16 @@ mod tests {
         assert!(rxs[2].try_recv().is_ok());
         a.acked(2);
         assert!(rxs[3].try_recv().is_ok());
+        // A refusal goes to the oldest publish waiting.
+        let (t1, mut r1) = oneshot::channel();
+        let (t2, mut r2) = oneshot::channel();
+        a.queued.push_back(t1);
+        a.queued.push_back(t2);
+        a.written(7);
+        a.written(3);
+        a.refused("NotAuthorized".into());
+        assert_eq!(r1.try_recv(), Ok(Err("NotAuthorized".to_string())));
+        assert!(r2.try_recv().is_err());
         let (tx, mut rx) = oneshot::channel();
         a.queued.push_back(tx);
         a.kill();
