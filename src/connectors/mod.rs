@@ -113,6 +113,10 @@ pub trait Connector: Send + Sync + 'static {
     /// Where this connector hands what it receives (the MQTT bridge's ingress and forward
     /// mode). Called once the rule engine runs; connectors that receive nothing ignore it.
     fn set_ingress(&self, _sink: Arc<dyn IngressSink>) {}
+    /// Whether what this connector receives feeds rules (`FROM "$bridges/mqtt:<name>"`).
+    fn feeds_rules(&self) -> bool {
+        false
+    }
 }
 
 /// Where connectors hand what they receive from their servers. Implemented by the

@@ -911,6 +911,10 @@ impl Connector for Mqtt {
     fn set_ingress(&self, sink: Arc<dyn IngressSink>) {
         self.inner.sink.send_replace(Some(sink));
     }
+
+    fn feeds_rules(&self) -> bool {
+        !self.inner.s.ingress.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -947,6 +951,36 @@ mod tests {
         assert!(e.message.contains("unknown key `local_prefx`"), "{e}");
         let e = load("type = \"mqtt\"\nforward_out = [{ local = \"a/#\", remote_prefix = \"s/\" }]\n").unwrap_err();
         assert!(e.message.contains("forward out is a rule"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_reading_an_unknown_bridge_is_refused_with_its_position() {
+        let defs = vec![
+            load("type = \"mqtt\"\ningress = [{ remote = \"r/#\" }]\n").unwrap(),
+            crate::connectors::file::load_str(std::path::Path::new("connectors/out_only.toml"), "type = \"mqtt\"\n")
+                .unwrap(),
+        ];
+        let set = crate::connectors::ConnectorSet::start(defs, CancellationToken::new());
+        let rule = |from: &str| {
+            let text = format!("[[rules]]\nid = \"r\"\nsql = 'SELECT * FROM \"{from}\"'\n");
+            crate::rules::file::load_str_with(
+                std::path::Path::new("rules/r.toml"),
+                &text,
+                &crate::rules::compile::CompileOptions::default(),
+                &set,
+            )
+        };
+        assert!(rule("$bridges/mqtt:remote").is_ok());
+        let e = rule("$bridges/mqtt:remot").unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (3, 23), "{}", e[0]);
+        assert!(
+            e[0].message.contains("no MQTT bridge `remot`")
+                && e[0].message.contains("mqtt connectors: out_only, remote"),
+            "{}",
+            e[0]
+        );
+        let e = rule("$bridges/mqtt:out_only").unwrap_err();
+        assert!(e[0].message.contains("has no `ingress`"), "{}", e[0]);
     }
 
     #[test]
