@@ -13,6 +13,8 @@
 //! - the `examples/bridge` files: forward out (a rule), ingress to a rule, forward in;
 //! - a Mosquitto of the test's own killed (SIGKILL) and restarted on the same port during
 //!   an egress run: every QoS 1 output arrives (at least once), with MQTT 3.1.1 and 5;
+//! - ingress with `clean_start = false`: messages published remotely while Junction is
+//!   stopped reach the rule after it starts again (the remote broker kept the session);
 //! - MQTT 5: the action's user properties reach the remote broker, a remote message's
 //!   user properties are in `pub_props`, and a message refused by the remote broker's ACL
 //!   (PUBACK 0x87) is counted failed with the reason while later outputs arrive.
@@ -869,5 +871,85 @@ async fn v5_a_refused_message_is_failed_and_later_ones_arrive() {
     let mut ids = BTreeSet::new();
     collect_ids(&mut rx, &mut ids, 10, |ids| ids.len() == 3).await;
     assert_eq!(ids, BTreeSet::from([0, 1, 3]));
+    b.running.stop().await;
+}
+
+#[tokio::test]
+async fn ingress_messages_sent_while_junction_is_down_arrive_after_its_restart() {
+    let present = Command::new(mosquitto_bin())
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !present {
+        skip("ingress_messages_sent_while_junction_is_down_arrive_after_its_restart: no `mosquitto` binary");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let _server = OwnMosquitto::start(&conf);
+    wait_port(port, true).await;
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    // clean_start = false (the default): the remote broker keeps the bridge's session.
+    write(
+        &dir.path().join("connectors"),
+        "inbound.toml",
+        &connector(&addr, "ingress = [{ remote = \"in/#\", qos = 1 }]"),
+    );
+    // Retained per message: the local subscriber of the second run may come after them.
+    write(
+        &dir.path().join("rules"),
+        "r.toml",
+        "[[rules]]\nid = \"in\"\nsql = 'SELECT topic, payload FROM \"$bridges/mqtt:inbound\"'\n\
+         [[rules.actions]]\ntype = \"republish\"\ntopic = \"local/${topic}\"\npayload = \"${payload}\"\nqos = 1\nretain = true\n",
+    );
+    let b = broker(dir.path()).await;
+    let (_local, mut local_rx) = subscriber(&b.tcp.ip().to_string(), b.tcp.port(), "local-1", "local/#");
+    subscribed(&mut local_rx).await;
+    wait_connected(&b, "inbound").await;
+    let (remote, mut ev) = client_at("127.0.0.1", port, "remote-pub", true);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    // The bridge is subscribed once a probe comes through.
+    let mut probe = BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while probe.is_empty() {
+            remote
+                .publish("in/probe", QoS::AtLeastOnce, false, r#"{"i": -1}"#)
+                .await
+                .unwrap();
+            collect_ids(&mut local_rx, &mut probe, 1, |ids| !ids.is_empty()).await;
+        }
+    })
+    .await
+    .expect("the probe never came through");
+    b.running.stop().await;
+
+    // Junction is down: the remote broker queues these for the bridge's session.
+    const N: i64 = 50;
+    for i in 0..N {
+        remote
+            .publish(format!("in/{i}"), QoS::AtLeastOnce, false, format!(r#"{{"i": {i}}}"#))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let b = broker(dir.path()).await;
+    let (_local, mut local_rx) = subscriber(&b.tcp.ip().to_string(), b.tcp.port(), "local-2", "local/in/#");
+    let mut ids = BTreeSet::new();
+    collect_ids(&mut local_rx, &mut ids, 20, |ids| (0..N).all(|i| ids.contains(&i))).await;
+    let missing: Vec<i64> = (0..N).filter(|i| !ids.contains(i)).collect();
+    assert!(missing.is_empty(), "not received after the restart: {missing:?}");
     b.running.stop().await;
 }

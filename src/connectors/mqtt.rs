@@ -42,9 +42,9 @@
 //! twice (at least once). The connection is kept by a task of the connector's own that
 //! reconnects with backoff (a fresh client each time: no retransmission is left to the
 //! client library, the runtime's retry is the only one), and re-subscribes the ingress
-//! filters on every connection. Ingress messages are acknowledged by the client library
-//! once received; they are handed to the rule engine (or the broker) before the next
-//! packet is read.
+//! filters on every connection. A received QoS 1/2 message is acknowledged only after it
+//! was handed to the rule engine (or published into the local broker), so a Junction
+//! stopped in between gets it again from the remote broker (with `clean_start = false`).
 //!
 //! **Refusals (MQTT 5).** A PUBACK / PUBREC with a reason code >= 0x80 (not authorized,
 //! topic name invalid, ...) fails its batch as non-retryable with the reason: the queue
@@ -499,6 +499,7 @@ impl Inner {
         let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
         o.set_keep_alive(s.keepalive);
         o.set_clean_session(s.clean_start);
+        o.set_manual_acks(true);
         o.set_inflight(s.max_inflight);
         o.set_max_packet_size(s.max_packet_size, s.max_packet_size);
         if let Some(u) = &s.username {
@@ -512,6 +513,7 @@ impl Inner {
         let mut o = v5::MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
         o.set_keep_alive(s.keepalive);
         o.set_clean_start(s.clean_start);
+        o.set_manual_acks(true);
         let mut props = v5::mqttbytes::v5::ConnectProperties::new();
         // A session kept by the remote broker needs an expiry interval in MQTT 5.
         props.session_expiry_interval = (!s.clean_start).then_some(s.session_expiry);
@@ -618,7 +620,17 @@ impl Inner {
         acks: &Arc<Mutex<Acks>>,
         delay: &mut Duration,
     ) -> String {
+        // Acks of received messages, sent once they are handed over (in order).
+        let mut to_ack: VecDeque<rumqttc::Publish> = VecDeque::new();
         loop {
+            if let Client::V4(c) = client {
+                while let Some(p) = to_ack.front() {
+                    if c.try_ack(p).is_err() {
+                        break;
+                    }
+                    to_ack.pop_front();
+                }
+            }
             let ev = match el.poll().await {
                 Ok(ev) => ev,
                 Err(e) => return clip(format!("connection to {} failed: {e}", self.server())),
@@ -643,8 +655,9 @@ impl Inner {
                 Event::Incoming(Packet::Publish(p)) => {
                     let qos =
                         crate::mqtt::codec::QoS::from_u8(p.qos as u8).unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
-                    let msg = Message::new(p.topic.as_str().into(), p.payload, qos, p.retain, None);
+                    let msg = Message::new(p.topic.as_str().into(), p.payload.clone(), qos, p.retain, None);
                     self.received(msg, p.dup).await;
+                    to_ack.push_back(p);
                 }
                 _ => {}
             }
@@ -660,7 +673,17 @@ impl Inner {
         delay: &mut Duration,
     ) -> String {
         use v5::mqttbytes::v5::Packet as P;
+        // Acks of received messages, sent once they are handed over (in order).
+        let mut to_ack: VecDeque<v5::mqttbytes::v5::Publish> = VecDeque::new();
         loop {
+            if let Client::V5(c) = client {
+                while let Some(p) = to_ack.front() {
+                    if c.try_ack(p).is_err() {
+                        break;
+                    }
+                    to_ack.pop_front();
+                }
+            }
             let ev = match el.poll().await {
                 Ok(ev) => ev,
                 Err(v5::ConnectionError::MqttState(v5::StateError::PubAckFail { reason })) => {
@@ -687,12 +710,13 @@ impl Inner {
                 v5::Event::Incoming(P::PubComp(a)) => acks.lock().acked(a.pkid),
                 v5::Event::Incoming(P::Publish(p)) => {
                     let Ok(topic) = std::str::from_utf8(&p.topic) else {
+                        to_ack.push_back(p);
                         continue;
                     };
                     let qos =
                         crate::mqtt::codec::QoS::from_u8(p.qos as u8).unwrap_or(crate::mqtt::codec::QoS::AtMostOnce);
-                    let mut msg = Message::new(topic.into(), p.payload, qos, p.retain, None);
-                    if let Some(props) = p.properties {
+                    let mut msg = Message::new(topic.into(), p.payload.clone(), qos, p.retain, None);
+                    if let Some(props) = p.properties.clone() {
                         msg.payload_format_indicator = props.payload_format_indicator;
                         msg.expires_at_ms = props
                             .message_expiry_interval
@@ -703,6 +727,7 @@ impl Inner {
                         msg.user_properties = props.user_properties;
                     }
                     self.received(msg, p.dup).await;
+                    to_ack.push_back(p);
                 }
                 _ => {}
             }
