@@ -61,6 +61,22 @@ pub struct Running {
     tracker: TaskTracker,
 }
 
+/// What connectors receive goes to the rule engine (`$bridges/mqtt:<name>`) and the broker.
+struct Ingress {
+    engine: RuleEngine,
+    broker: Arc<Broker>,
+}
+
+impl crate::connectors::IngressSink for Ingress {
+    fn bridge_message(&self, bridge: &str, columns: crate::rules::value::Map) {
+        self.engine.inject_bridge(bridge, columns);
+    }
+
+    fn publish_local(&self, msg: crate::mqtt::message::Message) {
+        self.broker.publish(msg);
+    }
+}
+
 /// The broker settings `mqtt.*` stands for.
 pub fn broker_config(cfg: &Config) -> BrokerConfig {
     let m = &cfg.mqtt;
@@ -176,7 +192,12 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
                 &tracker,
             );
             // A refused start stops the connectors it started.
-            Some(started.inspect_err(|_| shutdown.cancel())?)
+            let engine = started.inspect_err(|_| shutdown.cancel())?;
+            set.set_ingress(Arc::new(Ingress {
+                engine: engine.clone(),
+                broker: broker.clone(),
+            }));
+            Some(engine)
         }
         _ => None,
     };

@@ -26,6 +26,7 @@ use crate::config::walk::{Fields, FileError};
 use crate::rules::value::Map;
 
 pub mod file;
+pub mod mqtt;
 pub mod redis;
 pub mod registry;
 pub mod runtime;
@@ -124,6 +125,24 @@ pub trait Connector: Send + Sync + 'static {
     fn parse_action(&self, f: &mut Fields<'_, '_>) -> Result<Arc<dyn ActionSettings>, FileError>;
     /// What the action would send for `out`, as JSON (rule tests, the rule-test API).
     fn preview(&self, action: &dyn ActionSettings, out: &Map) -> serde_json::Value;
+    /// Where this connector hands what it receives (the MQTT bridge's ingress and forward
+    /// mode). Called once the rule engine runs; connectors that receive nothing ignore it.
+    fn set_ingress(&self, _sink: Arc<dyn IngressSink>) {}
+    /// Whether what this connector receives feeds rules (`FROM "$bridges/mqtt:<name>"`).
+    fn feeds_rules(&self) -> bool {
+        false
+    }
+}
+
+/// Where connectors hand what they receive from their servers. Implemented by the
+/// application (the rule engine and the broker), so neither side depends on the other.
+pub trait IngressSink: Send + Sync + 'static {
+    /// A message received by MQTT bridge `bridge`: evaluated by the rules whose FROM is
+    /// `$bridges/mqtt:<bridge>`. `columns` are the bridge columns (`event` and `node` are
+    /// filled in by the engine).
+    fn bridge_message(&self, bridge: &str, columns: Map);
+    /// Publishes a message into the local broker (the bridge's forward mode).
+    fn publish_local(&self, msg: crate::mqtt::message::Message);
 }
 
 /// A connector type's parser: its connector settings from the file's table (the common

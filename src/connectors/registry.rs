@@ -1,7 +1,7 @@
 //! The one place connector types are listed. Adding a connector: its module, and one line
 //! in [`TYPES`].
 
-use super::{redis, sql, webhook, ParseConnector};
+use super::{mqtt, redis, sql, webhook, ParseConnector};
 
 /// Every connector type: its `type` name and its parser.
 pub const TYPES: &[(&str, ParseConnector)] = &[
@@ -10,6 +10,7 @@ pub const TYPES: &[(&str, ParseConnector)] = &[
     ("postgres", sql::parse_postgres),
     ("timescaledb", sql::parse_timescaledb),
     ("mysql", sql::parse_mysql),
+    ("mqtt", mqtt::parse),
 ];
 
 /// The parser of connector type `ty`.

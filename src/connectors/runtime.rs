@@ -616,6 +616,13 @@ impl ConnectorSet {
         }
     }
 
+    /// Hands every connector the sink for what it receives (the MQTT bridge's ingress).
+    pub fn set_ingress(&self, sink: Arc<dyn super::IngressSink>) {
+        for c in self.inner.conns.values() {
+            c.def.connector.set_ingress(sink.clone());
+        }
+    }
+
     /// Stops every action runtime and connector (buffered outputs are lost: memory only).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -742,6 +749,35 @@ impl ConnectorCatalog for ConnectorSet {
             });
             Ok(a)
         })())
+    }
+
+    fn check_bridge(&self, name: &str) -> Result<(), String> {
+        let Some(c) = self.inner.conns.get(name) else {
+            let known: Vec<&str> = self
+                .inner
+                .conns
+                .values()
+                .filter(|c| c.def.kind == "mqtt")
+                .map(|c| &*c.def.name)
+                .collect();
+            return Err(format!(
+                "no MQTT bridge `{name}` (an mqtt connector `{name}.toml` in the connectors folder); mqtt connectors: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if c.def.kind != "mqtt" {
+            return Err(format!("connector `{name}` is of type `{}`, not `mqtt`", c.def.kind));
+        }
+        if !c.def.connector.feeds_rules() {
+            return Err(format!(
+                "connector `{name}` has no `ingress`: add `ingress = [{{ remote = \"<filter>\", qos = 1 }}]` to its file"
+            ));
+        }
+        Ok(())
     }
 
     fn retain_actions(&self, live: &[(Arc<str>, usize)]) {

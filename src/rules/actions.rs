@@ -96,6 +96,11 @@ pub trait ConnectorCatalog: Send + Sync {
     fn parse_action(&self, ty: &str, f: &mut Fields<'_, '_>) -> Option<Result<Arc<dyn ExternalAction>, FileError>>;
     /// After a rule reload: the connector actions still in use; the others drain and stop.
     fn retain_actions(&self, live: &[(Arc<str>, usize)]);
+    /// Whether a rule may read `FROM "$bridges/mqtt:<name>"`: `Err` says why not (no such
+    /// connector, another type, no ingress). The default accepts any name.
+    fn check_bridge(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// No connectors (tools that load rules without a running broker).
@@ -238,7 +243,9 @@ fn typed_int<T: TryFrom<i64>>(
     }
 }
 
-fn parse_republish(f: &mut Fields<'_, '_>) -> Result<Republish, FileError> {
+/// Parses a `republish`-shaped action (topic, qos, retain, payload, properties); the MQTT
+/// connector's egress action has the same keys.
+pub fn parse_republish(f: &mut Fields<'_, '_>) -> Result<Republish, FileError> {
     let topic_s = f.req_string("topic")?;
     let topic = template(f, "topic", &topic_s.value)?;
     if topic.is_literal() {

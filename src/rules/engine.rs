@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 use super::actions::{self, ActionEnv, ActionInput, ActionQueue, ConnectorCatalog, NoConnectors};
 use super::compile::{CompileOptions, Source};
 use super::eval::EvalInput;
-use super::events::{ColumnSet, EventKind};
+use super::events::{ColumnSet, EventContext, EventKind};
 use super::file::{self, RuleDef};
 use super::host_fns::{HostEnv, KvStore};
 use super::rhai_fns::ScriptFunctions;
 use super::stats::{self, RuleMetrics};
-use super::value::Value;
+use super::value::{Map, Value};
 use crate::config::walk::FileError;
 use crate::metrics::Counter;
 use crate::mqtt::broker::Broker;
@@ -103,6 +103,8 @@ pub struct RuleSet {
     rules: Vec<Active>,
     topics: SubTree<u32>,
     events: HashMap<EventKind, Vec<u32>>,
+    /// `$bridges/mqtt:<name>` sources by bridge name.
+    bridges: HashMap<Arc<str>, Vec<u32>>,
     mask: EventMask,
     pub generation: u64,
 }
@@ -113,6 +115,7 @@ impl RuleSet {
             rules: Vec::new(),
             topics: SubTree::default(),
             events: HashMap::new(),
+            bridges: HashMap::new(),
             mask: EventMask::NONE,
             generation: 0,
         }
@@ -169,6 +172,28 @@ impl RuleSet {
                 continue;
             }
             evaluate(rule, &input, depth);
+        }
+    }
+
+    /// Whether some rule reads `$bridges/mqtt:<name>`.
+    pub fn reads_bridge(&self, name: &str) -> bool {
+        self.bridges.contains_key(name)
+    }
+
+    /// Evaluates a message received by MQTT bridge `name` against the rules whose FROM is
+    /// `$bridges/mqtt:<name>`. `columns` are the bridge columns; `event` and `node` are set here.
+    pub fn handle_bridge(&self, name: &str, mut columns: Map, node: &str) {
+        let Some(list) = self.bridges.get(name) else { return };
+        columns.insert(Arc::from("event"), Value::str(format!("$bridges/mqtt:{name}")));
+        columns.insert(Arc::from("node"), Value::str(node));
+        let input = EvalInput::new(EventContext {
+            kind: EventKind::BridgeMqtt,
+            columns,
+        });
+        for idx in list {
+            if let Some(rule) = self.rules.get(*idx as usize) {
+                evaluate(rule, &input, 0);
+            }
         }
     }
 }
@@ -382,8 +407,13 @@ impl RuleEngine {
                         }
                         set.mask |= mask_of(*k);
                     }
-                    // Filled by the MQTT bridge (issue 5).
-                    Source::Bridge(_) => {}
+                    // Fed by the MQTT connector's ingress ([`RuleEngine::inject_bridge`]).
+                    Source::Bridge(name) => {
+                        let list = set.bridges.entry(Arc::from(name.as_str())).or_default();
+                        if !list.contains(&idx) {
+                            list.push(idx);
+                        }
+                    }
                 }
             }
             let actions = def
@@ -435,6 +465,15 @@ impl RuleEngine {
                 metrics: reg.get(&d.id).cloned().unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Feeds a message received by MQTT bridge `name` to the rules reading
+    /// `$bridges/mqtt:<name>` (evaluated on the caller's task against the current set; the
+    /// actions' queues never wait). `columns`: the bridge columns (see
+    /// [`EventKind::BridgeMqtt`]); `event` and `node` are filled in.
+    pub fn inject_bridge(&self, name: &str, columns: Map) {
+        let set = self.shared.sets.borrow().clone();
+        set.handle_bridge(name, columns, &self.shared.cfg.node);
     }
 
     pub fn status(&self) -> ReloadStatus {

@@ -1365,7 +1365,7 @@ fn no_props() -> Value {
     NONE.clone()
 }
 
-fn pub_props(msg: &Message) -> Value {
+pub(crate) fn pub_props(msg: &Message) -> Value {
     if msg.payload_format_indicator.is_none()
         && msg.expires_at_ms.is_none()
         && msg.content_type.is_none()

@@ -220,6 +220,13 @@ fn load_rule(
     let enabled = f.bool("enabled")?.unwrap_or(true);
     let sql = f.req_string("sql")?;
     let rule = compile_in_file(doc, &sql, opts, &f.name)?;
+    for bridge in rule.bridges() {
+        if let Err(why) = connectors.check_bridge(bridge) {
+            let at = sql.value.find(&format!("$bridges/mqtt:{bridge}")).unwrap_or(0);
+            let offset = sql_content_start(doc.text, sql.span.clone()) + at;
+            return Err(doc.error_at(offset, format!("{}.sql: {why}", f.name)));
+        }
+    }
     let mut actions = Vec::new();
     for a in f.tables("actions")? {
         actions.push(Arc::new(ActionSpec::parse_with(a, connectors)?));
