@@ -177,6 +177,37 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
     }
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    match start_services(cfg, &broker, engine_rx, &shutdown, &tracker).await {
+        Ok((rules, connectors, addrs)) => Ok(Running {
+            broker,
+            rules,
+            connectors,
+            addrs,
+            shutdown,
+            tracker,
+        }),
+        Err(e) => {
+            // Stop what did start and release the store, so that the data folder can be
+            // opened again (by a retry in this process, or by the next run).
+            shutdown.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.close_store()).await;
+            Err(e)
+        }
+    }
+}
+
+/// Everything [`start_inner`] starts once the broker exists: connectors, rule engine,
+/// listeners, HTTP, `$SYS`.
+async fn start_services(
+    cfg: &Config,
+    broker: &Arc<Broker>,
+    engine_rx: Option<Vec<mpsc::Receiver<BrokerEvent>>>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(Option<RuleEngine>, Option<ConnectorSet>, Vec<BoundAddr>), AppError> {
     let connectors = match engine_rx {
         Some(_) => Some(ConnectorSet::load(&cfg.connectors.dir, shutdown.clone()).map_err(AppError::Connectors)?),
         None => None,
@@ -189,7 +220,7 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
                 broker.clone(),
                 rx,
                 shutdown.clone(),
-                &tracker,
+                tracker,
             );
             // A refused start stops the connectors it started.
             let engine = started.inspect_err(|_| shutdown.cancel())?;
@@ -287,14 +318,7 @@ async fn start_inner(cfg: &Config, external: Option<mpsc::Sender<BrokerEvent>>) 
             shutdown.clone(),
         ));
     }
-    Ok(Running {
-        broker,
-        rules,
-        connectors,
-        addrs,
-        shutdown,
-        tracker,
-    })
+    Ok((rules, connectors, addrs))
 }
 
 impl Running {

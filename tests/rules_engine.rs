@@ -270,3 +270,35 @@ async fn hot_reload_under_load_evaluates_every_message_exactly_once() {
     assert_eq!(b.running.broker.metrics.events_dropped.get(), 0);
     b.running.stop().await;
 }
+
+/// A start refused after the store opened (a bad rule file) releases the data folder: the
+/// next start in the same process and folder succeeds.
+#[tokio::test]
+async fn a_refused_start_releases_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    write_rules(
+        &rules,
+        "bad.toml",
+        "[[rules]]\nid = \"x\"\nsql = 'SELECT nosuch() FROM \"t\"'\n",
+    );
+    let env: Vec<(String, String)> = [
+        ("JUNCTION_LISTENERS__TCP__DEFAULT__BIND", "127.0.0.1:0".to_string()),
+        ("JUNCTION_LISTENERS__WS__DEFAULT__ENABLE", "false".to_string()),
+        ("JUNCTION_DASHBOARD__LISTENERS__HTTP__ENABLE", "false".to_string()),
+        ("JUNCTION_NODE__DATA_DIR", dir.path().display().to_string()),
+        ("JUNCTION_RULE_ENGINE__RULES_DIR", rules.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let cfg = junction::config::load(None, env).unwrap();
+    let err = junction::app::start(&cfg)
+        .await
+        .err()
+        .expect("a bad rule refuses the start");
+    assert!(err.to_string().contains("unknown function `nosuch`"), "{err}");
+    std::fs::remove_file(rules.join("bad.toml")).unwrap();
+    let running = junction::app::start(&cfg).await.expect("the data folder is free again");
+    running.stop().await;
+}
