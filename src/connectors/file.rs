@@ -293,3 +293,36 @@ mod tests {
         assert!(e.message.contains("missing `url`"), "{e}");
     }
 }
+
+/// A connector's `server`: `host`, `host:port` or `[v6]:port` (`default_port` when none).
+pub fn host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("expected `[ipv6]:port`".into());
+        };
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return Err("expected `[ipv6]:port`".into()),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            Some(_) => return Err(format!("an IPv6 address needs brackets: `[::1]:{default_port}`")),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("expected `host:port`".into());
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("bad port `{p}`"))?,
+    };
+    Ok((host.to_string(), port))
+}

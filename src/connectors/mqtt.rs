@@ -301,41 +301,14 @@ fn clip(mut s: String) -> String {
     s
 }
 
-/// `host:port`, `[v6]:port` or `host` (port 1883); an `mqtt://` scheme is accepted.
+/// `host[:port]`, also written `mqtt://host:port` or `tcp://host:port`.
 fn parse_server(s: &str) -> Result<(String, u16), String> {
     let s = s.trim();
     let s = s
         .strip_prefix("mqtt://")
         .or_else(|| s.strip_prefix("tcp://"))
         .unwrap_or(s);
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err("expected `[ipv6]:port`".into());
-        };
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => return Err("expected `[ipv6]:port`".into()),
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => return Err("an IPv6 address needs brackets: `[::1]:1883`".into()),
-            None => (s, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("expected `host:port`".into());
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("bad port `{p}`"))?,
-    };
-    Ok((host.to_string(), port))
+    crate::connectors::file::host_port(s, DEFAULT_PORT)
 }
 
 fn qos_of(f: &mut Fields<'_, '_>, default: u8) -> Result<u8, FileError> {

@@ -80,46 +80,13 @@ impl ActionSettings for RedisAction {
     }
 }
 
-/// `host:port`, `[v6]:port` or `host` (port 6379).
-fn parse_server(s: &str) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err("expected `[ipv6]:port`".into());
-        };
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => return Err("expected `[ipv6]:port`".into()),
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => return Err("an IPv6 address needs brackets: `[::1]:6379`".into()),
-            None => (s, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("expected `host:port`".into());
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("bad port `{p}`"))?,
-    };
-    Ok((host.to_string(), port))
-}
-
 /// Parses a Redis connector (the registry's entry).
 pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn Connector>, FileError> {
     let server = f
         .string("server")?
         .map(|s| s.value)
         .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_PORT}"));
-    let (host, port) = parse_server(&server).map_err(|e| f.error("server", e))?;
+    let (host, port) = crate::connectors::file::host_port(&server, DEFAULT_PORT).map_err(|e| f.error("server", e))?;
     let database = f.int("database")?.unwrap_or(0);
     if !(0..=1_000_000).contains(&database) {
         return Err(f.error("database", format!("{database} is out of range 0..=1000000")));
@@ -556,11 +523,20 @@ mod tests {
 
     #[test]
     fn servers_parse() {
-        assert_eq!(parse_server("127.0.0.1:6380").unwrap(), ("127.0.0.1".into(), 6380));
-        assert_eq!(parse_server("redis").unwrap(), ("redis".into(), 6379));
-        assert_eq!(parse_server("[::1]:7000").unwrap(), ("::1".into(), 7000));
-        assert!(parse_server("::1").is_err());
-        assert!(parse_server("h:0").is_err());
-        assert!(parse_server(":1").is_err());
+        assert_eq!(
+            crate::connectors::file::host_port("127.0.0.1:6380", DEFAULT_PORT).unwrap(),
+            ("127.0.0.1".into(), 6380)
+        );
+        assert_eq!(
+            crate::connectors::file::host_port("redis", DEFAULT_PORT).unwrap(),
+            ("redis".into(), 6379)
+        );
+        assert_eq!(
+            crate::connectors::file::host_port("[::1]:7000", DEFAULT_PORT).unwrap(),
+            ("::1".into(), 7000)
+        );
+        assert!(crate::connectors::file::host_port("::1", DEFAULT_PORT).is_err());
+        assert!(crate::connectors::file::host_port("h:0", DEFAULT_PORT).is_err());
+        assert!(crate::connectors::file::host_port(":1", DEFAULT_PORT).is_err());
     }
 }

@@ -252,7 +252,8 @@ fn parse(
         Dialect::Postgres => 5432,
         Dialect::MySql => 3306,
     };
-    let (host, port) = split_server(&server.value, default_port).map_err(|e| f.error("server", e))?;
+    let (host, port) =
+        crate::connectors::file::host_port(&server.value, default_port).map_err(|e| f.error("server", e))?;
     let database = f.req_string("database")?.value;
     let username = f.req_string("username")?.value;
     let password = f.string("password")?.map(|p| p.value);
@@ -295,30 +296,6 @@ fn parse(
         request_timeout: c.request_timeout,
         pool: RwLock::new(None),
     }))
-}
-
-/// `host`, `host:port`, `[v6]:port`.
-fn split_server(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((h, after)) = rest.split_once(']') else {
-            return Err("`[` without `]`".into());
-        };
-        (h, after.strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            _ => (s, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("expected host[:port]".into());
-    }
-    let port = match port {
-        None => default_port,
-        Some(p) => p.parse().map_err(|_| format!("bad port `{p}`"))?,
-    };
-    Ok((host.to_string(), port))
 }
 
 /// Parses an action's `sql` template into a statement with parameters.
@@ -1103,10 +1080,19 @@ mod tests {
 
     #[test]
     fn servers() {
-        assert_eq!(split_server("db", 5432).unwrap(), ("db".into(), 5432));
-        assert_eq!(split_server("db:6000", 5432).unwrap(), ("db".into(), 6000));
-        assert_eq!(split_server("[::1]:7", 5432).unwrap(), ("::1".into(), 7));
-        assert!(split_server("db:x", 5432).is_err());
+        assert_eq!(
+            crate::connectors::file::host_port("db", 5432).unwrap(),
+            ("db".into(), 5432)
+        );
+        assert_eq!(
+            crate::connectors::file::host_port("db:6000", 5432).unwrap(),
+            ("db".into(), 6000)
+        );
+        assert_eq!(
+            crate::connectors::file::host_port("[::1]:7", 5432).unwrap(),
+            ("::1".into(), 7)
+        );
+        assert!(crate::connectors::file::host_port("db:x", 5432).is_err());
     }
 
     #[test]

@@ -1042,7 +1042,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let (pkid, qos) = (p.pkid, p.qos);
         let mut msg = Message::new(p.topic, p.payload, p.qos, p.retain, Some(self.info.client_id.clone()))
             .with_properties(p.properties);
-        msg.publisher = Some(self.shared_info.clone());
+        // Only rule events read it: no refcount traffic per message when no rule listens.
+        if self.broker.wants(EventMask::ALL) {
+            msg.publisher = Some(self.shared_info.clone());
+        }
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
             self.pressure = pressure;
