@@ -25,6 +25,7 @@ use futures_util::future::BoxFuture;
 use crate::config::walk::{Fields, FileError};
 use crate::rules::value::Map;
 
+pub mod buffer;
 pub mod file;
 pub mod mqtt;
 pub mod redis;
