@@ -209,7 +209,17 @@ async fn start_services(
     tracker: &TaskTracker,
 ) -> Result<(Option<RuleEngine>, Option<ConnectorSet>, Vec<BoundAddr>), AppError> {
     let connectors = match engine_rx {
-        Some(_) => Some(ConnectorSet::load(&cfg.connectors.dir, shutdown.clone()).map_err(AppError::Connectors)?),
+        Some(_) => {
+            // Connector actions keep their disk buffers next to the store.
+            let buffers = cfg.durable_storage.enable.then(|| crate::connectors::BufferOptions {
+                dir: cfg.node.data_dir.join("buffers"),
+                sync_interval: match cfg.durable_storage.sync_mode {
+                    config::SyncMode::EveryWrite => Duration::from_millis(10),
+                    config::SyncMode::Interval => cfg.durable_storage.sync_interval,
+                },
+            });
+            Some(ConnectorSet::load(&cfg.connectors.dir, buffers, shutdown.clone()).map_err(AppError::Connectors)?)
+        }
         None => None,
     };
     let rules = match (engine_rx, &connectors) {
@@ -345,7 +355,14 @@ impl Running {
             tracing::warn!("Some connections did not close within 5 s.");
         }
         let broker = self.broker.clone();
-        let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
+        let connectors = self.connectors.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(c) = connectors {
+                c.close();
+            }
+            broker.close_store()
+        })
+        .await;
     }
 }
 

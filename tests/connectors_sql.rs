@@ -125,7 +125,11 @@ async fn publish_all(addr: SocketAddr, topic: &str, payloads: impl IntoIterator<
 }
 
 async fn metrics(b: &common::TestBroker) -> Option<(Value, Value)> {
-    let url = format!("http://{}/api/v5/connectors", b.http);
+    metrics_at(b.http).await
+}
+
+async fn metrics_at(http: SocketAddr) -> Option<(Value, Value)> {
+    let url = format!("http://{http}/api/v5/connectors");
     let list: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
     let a = list.get(0)?["actions"].get(0)?.clone();
     Some((a["metrics"].clone(), a["last_error"].clone()))
@@ -137,10 +141,14 @@ fn n(m: &Value, k: &str) -> u64 {
 
 /// Polls the action's metrics until `done` (checking the identity each time).
 async fn wait(b: &common::TestBroker, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> (Value, Value) {
+    wait_at(b.http, secs, what, done).await
+}
+
+async fn wait_at(http: SocketAddr, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> (Value, Value) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = Value::Null;
     while Instant::now() < deadline {
-        if let Some((m, e)) = metrics(b).await {
+        if let Some((m, e)) = metrics_at(http).await {
             assert_eq!(
                 n(&m, "matched"),
                 n(&m, "success") + n(&m, "failed") + n(&m, "inflight") + n(&m, "queuing") + n(&m, "dropped"),
@@ -613,6 +621,164 @@ async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
             .unwrap();
     assert_eq!((rows, ids, is), (N, N, N));
     eprintln!("postgres restart: {N} rows exactly once; retried {}", n(&m, "retried"));
+}
+
+/// The `junction` binary run as a child process (so that it can be killed with SIGKILL),
+/// with its data, rules and connectors in `dir`; killed on drop.
+struct Proc {
+    child: std::process::Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Proc {
+    fn start(dir: &Path) -> Proc {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+            .env("JUNCTION_LISTENERS__TCP__DEFAULT__BIND", "127.0.0.1:0")
+            .env("JUNCTION_LISTENERS__WS__DEFAULT__ENABLE", "false")
+            .env("JUNCTION_DASHBOARD__LISTENERS__HTTP__BIND", "127.0.0.1:0")
+            .env("JUNCTION_NODE__DATA_DIR", dir)
+            .env("JUNCTION_DURABLE_STORAGE__SYNC_INTERVAL", "20ms")
+            .env("JUNCTION_RULE_ENGINE__RULES_DIR", dir.join("rules"))
+            .env("JUNCTION_RULE_ENGINE__FUNCTIONS_DIR", dir.join("functions"))
+            .env("JUNCTION_CONNECTORS__DIR", dir.join("connectors"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("junction starts");
+        let out = child.stdout.take().expect("stdout");
+        let (mut tcp, mut http) = (None, None);
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.expect("stdout line");
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["LISTENING", "tcp", _, a] => tcp = a.parse().ok(),
+                ["LISTENING", "http", _, a] => http = a.parse().ok(),
+                ["READY"] => break,
+                _ => {}
+            }
+        }
+        Proc {
+            child,
+            tcp: tcp.expect("tcp listener"),
+            http: http.expect("http listener"),
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// 10,000 QoS 1 messages into PostgreSQL; the server is stopped part way, the broker is
+/// killed with SIGKILL while its disk buffer holds what the server missed; the server and
+/// the broker start again: every row is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_then_broker_killed_with_a_disk_buffer_every_row_exactly_once() {
+    let pg = match tokio::task::spawn_blocking(OwnPg::start).await.unwrap() {
+        Ok(pg) => pg,
+        Err(e) => {
+            skip::<()>("a PostgreSQL of the test's own (initdb, pg_ctl)", e);
+            return;
+        }
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE msgs (id TEXT PRIMARY KEY, i INT NOT NULL)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "db.toml",
+        &connector(
+            "postgres",
+            pg.port,
+            "postgres",
+            "postgres",
+            // 1,000 in memory: most of what the server misses is only in the disk log.
+            "batch_size = 100\nbatch_time = \"10ms\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nqueue_len = 1000",
+        ),
+    );
+    write(
+        &dir.path().join("rules"),
+        "r.toml",
+        &rule(
+            "postgres",
+            "out/#",
+            "id, payload.i AS i",
+            "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
+            "dedupe = true",
+        ),
+    );
+    let p = dir.path().to_path_buf();
+    let mut first = tokio::task::spawn_blocking(move || Proc::start(&p)).await.unwrap();
+    const N: i64 = 10_000;
+    let addr = first.tcp;
+    let publisher = tokio::spawn(async move {
+        // Paced: 500 messages every 50 ms (at least 1 s in all).
+        for k in 0..N / 500 {
+            publish_all(
+                addr,
+                "out/x",
+                (k * 500..(k + 1) * 500).map(|i| format!(r#"{{"i": {i}}}"#)),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pg = std::sync::Arc::new(pg);
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-m", "fast", "-w", "stop"]))
+        .await
+        .unwrap()
+        .unwrap();
+    publisher.await.unwrap();
+    let (m, _) = wait_at(first.http, 30, "every message matched", |m| n(m, "matched") == N as u64).await;
+    let queued = n(&m, "queuing") + n(&m, "inflight");
+    assert!(queued > 1000, "more than queue_len waits for the server: {m}");
+    // The writer writes and syncs every 20 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill9();
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(&["-w", "start"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = dir.path().to_path_buf();
+    let second = tokio::task::spawn_blocking(move || Proc::start(&p)).await.unwrap();
+    let (m, _) = wait_at(second.http, 60, "the buffered outputs delivered", |m| {
+        n(m, "queuing") + n(m, "inflight") == 0 && n(m, "success") > 0
+    })
+    .await;
+    assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
+    assert!(
+        n(&m, "matched") >= queued.min(N as u64 - 1000),
+        "resumed from the log: {m}"
+    );
+    drop(second);
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (rows, ids, is): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT id), count(DISTINCT i) FROM msgs")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!((rows, ids, is), (N, N, N));
+    eprintln!(
+        "postgres down + kill -9: {N} rows exactly once; {queued} outputs waited, {} resumed after the kill",
+        n(&m, "matched")
+    );
 }
 
 /// Copies examples/persistence/postgres into `dir` with its tables renamed `<prefix>mqtt_*`

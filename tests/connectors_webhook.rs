@@ -415,7 +415,7 @@ async fn a_rule_naming_a_missing_connector_is_refused_with_its_position() {
 }
 
 #[tokio::test]
-async fn a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
+async fn memory_mode_a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
     // A port with nothing listening (yet).
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -425,7 +425,10 @@ async fn a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
     write(
         &dir.path().join("connectors"),
         "hook.toml",
-        &connector(addr, "inflight_window = 1\nqueue_len = 10\nconnect_timeout = \"1s\""),
+        &connector(
+            addr,
+            "inflight_window = 1\nqueue_len = 10\nbuffer_mode = \"memory\"\nconnect_timeout = \"1s\"",
+        ),
     );
     write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
     let b = broker(dir.path()).await;
@@ -469,5 +472,106 @@ async fn a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
     assert_eq!(n(&m, "queuing") + n(&m, "inflight") + n(&m, "failed"), 0, "{m}");
     let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
     assert_eq!(got, (20..N).collect::<Vec<_>>());
+    b.running.stop().await;
+}
+
+/// Disk mode (the default): past `queue_len` outputs wait in the disk log, and come back in
+/// order once the server is up; past `max_buffer_bytes` the oldest are dropped and counted.
+#[tokio::test]
+async fn disk_mode_a_server_that_is_down_is_buffered_past_queue_len_and_delivered_in_order() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "hook.toml",
+        &connector(
+            addr,
+            "inflight_window = 1\nbatch_size = 7\nqueue_len = 10\nconnect_timeout = \"1s\"",
+        ),
+    );
+    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
+    let b = broker(dir.path()).await;
+    const N: i64 = 500;
+    publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
+    let m = wait_metrics(&b, "hook", "buffered", |m| n(m, "matched") == N as u64).await;
+    assert_eq!((n(&m, "queuing"), n(&m, "dropped")), (N as u64, 0), "{m}");
+    // The log is on disk under the data folder.
+    let log = dir.path().join("buffers/hook/to_hook.0");
+    let on_disk = || -> u64 {
+        std::fs::read_dir(&log)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while on_disk() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing written under {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hook = Hook::default();
+    let app = Router::new().fallback(handler).with_state(hook.clone());
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let m = wait_metrics(&b, "hook", "delivered after reconnect", |m| n(m, "success") == N as u64).await;
+    assert_eq!(
+        n(&m, "queuing") + n(&m, "inflight") + n(&m, "failed") + n(&m, "dropped"),
+        0,
+        "{m}"
+    );
+    let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every output, in order");
+    b.running.stop().await;
+}
+
+#[tokio::test]
+async fn disk_mode_past_max_buffer_bytes_the_oldest_are_dropped_and_counted() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("connectors"),
+        "hook.toml",
+        &connector(
+            addr,
+            "inflight_window = 1\nqueue_len = 10\nbuffer_seg_bytes = \"4KB\"\nmax_buffer_bytes = \"16KB\"\nconnect_timeout = \"1s\"",
+        ),
+    );
+    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
+    let b = broker(dir.path()).await;
+    const N: i64 = 2000;
+    publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
+    let m = wait_metrics(&b, "hook", "dropped past the cap", |m| {
+        n(m, "matched") == N as u64 && n(m, "dropped") > 0 && n(m, "queuing") < 1000
+    })
+    .await;
+    let (dropped, queued) = (n(&m, "dropped"), n(&m, "queuing"));
+    let hook = Hook::default();
+    let app = Router::new().fallback(handler).with_state(hook.clone());
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let m = wait_metrics(&b, "hook", "the rest delivered", |m| {
+        n(m, "queuing") + n(m, "inflight") == 0
+    })
+    .await;
+    assert_eq!(n(&m, "success") + n(&m, "dropped"), N as u64, "{m}");
+    assert!(n(&m, "dropped") >= dropped);
+    let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
+    // The newest survive, in order, and the last one is among them.
+    assert!(got.len() as u64 >= queued.min(n(&m, "success")), "{m}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert_eq!(got.last(), Some(&(N - 1)));
     b.running.stop().await;
 }

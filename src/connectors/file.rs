@@ -12,7 +12,12 @@
 //! tls = { enable = false, verify = true }   # cacertfile = "ca.pem"
 //! health_check_interval = "15s"
 //! # the runtime, per action of a rule that names this connector
-//! queue_len = 10000                # outputs buffered in memory; when full: drop oldest
+//! queue_len = 10000                # outputs queued in memory
+//! buffer_mode = "disk"             # "disk": also in a log under <data_dir>/buffers, read back
+//!                                  # past queue_len, durable across kill -9; "memory": when
+//!                                  # queue_len is reached, drop the oldest
+//! max_buffer_bytes = "256MB"       # disk log size; past it the oldest outputs are dropped
+//! buffer_seg_bytes = "8MB"         # disk log segment size
 //! batch_size = 1                   # > 1: send up to this many outputs at once
 //! batch_time = "0ms"               # wait up to this long for a batch to fill
 //! inflight_window = 100            # batches in flight; 1 keeps strict order
@@ -50,12 +55,29 @@ pub struct TlsSettings {
     pub cacertfile: Option<PathBuf>,
 }
 
+/// Where an action's queue lives (`buffer_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferMode {
+    /// `queue_len` outputs in memory; when full the oldest is dropped.
+    Memory,
+    /// Every output not yet delivered is also written to a log under the data folder
+    /// (durable across restarts and `kill -9`); `queue_len` of them stay in memory, the
+    /// rest are read back; past `max_buffer_bytes` the oldest are dropped. Memory mode when
+    /// the broker has no data folder (`durable_storage.enable = false`).
+    Disk,
+}
+
 /// How the runtime runs each action of this connector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeSettings {
-    /// Outputs buffered in memory per action; when full the oldest is dropped
-    /// (`dropped{reason="queue_full"}`).
+    /// Outputs queued in memory per action (memory mode: when full the oldest is dropped,
+    /// `dropped{reason="queue_full"}`).
     pub queue_len: usize,
+    pub buffer_mode: BufferMode,
+    /// Disk mode: the log's size cap; past it the oldest segment is dropped.
+    pub max_buffer_bytes: u64,
+    /// Disk mode: the log's segment size.
+    pub buffer_seg_bytes: u64,
     pub batch_size: usize,
     pub batch_time: Duration,
     /// Batches in flight per action; 1 keeps strict order.
@@ -72,6 +94,9 @@ impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
             queue_len: 10_000,
+            buffer_mode: BufferMode::Disk,
+            max_buffer_bytes: 256 << 20,
+            buffer_seg_bytes: 8 << 20,
             batch_size: 1,
             batch_time: Duration::ZERO,
             inflight_window: 100,
@@ -199,6 +224,23 @@ pub fn load_str(path: &Path, text: &str) -> Result<ConnectorDef, FileError> {
     }
     rt.health_check_interval = duration(&mut f, "health_check_interval")?.unwrap_or(rt.health_check_interval);
     rt.queue_len = count(&mut f, "queue_len", 1, 100_000_000)?.unwrap_or(rt.queue_len);
+    rt.buffer_mode = match f.string("buffer_mode")? {
+        None => rt.buffer_mode,
+        Some(m) if m.value == "disk" => BufferMode::Disk,
+        Some(m) if m.value == "memory" => BufferMode::Memory,
+        Some(_) => return Err(f.error("buffer_mode", "expected \"disk\" or \"memory\"")),
+    };
+    rt.max_buffer_bytes = size(&mut f, "max_buffer_bytes")?.unwrap_or(rt.max_buffer_bytes);
+    rt.buffer_seg_bytes = size(&mut f, "buffer_seg_bytes")?.unwrap_or(rt.buffer_seg_bytes);
+    if rt.buffer_seg_bytes < 4096 {
+        return Err(f.error("buffer_seg_bytes", "at least 4KB"));
+    }
+    if rt.max_buffer_bytes < 2 * rt.buffer_seg_bytes {
+        return Err(f.error(
+            "max_buffer_bytes",
+            format!("at least twice `buffer_seg_bytes` ({} bytes)", rt.buffer_seg_bytes),
+        ));
+    }
     rt.batch_size = count(&mut f, "batch_size", 1, 100_000)?.unwrap_or(rt.batch_size);
     rt.batch_time = duration(&mut f, "batch_time")?.unwrap_or(rt.batch_time);
     rt.inflight_window = count(&mut f, "inflight_window", 1, 10_000)?.unwrap_or(rt.inflight_window);
@@ -240,6 +282,21 @@ pub fn duration(f: &mut Fields<'_, '_>, key: &'static str) -> Result<Option<Dura
     match f.string(key)? {
         None => Ok(None),
         Some(s) => parse_duration(&s.value).map(Some).map_err(|e| f.error(key, e)),
+    }
+}
+
+/// A size setting (`"256MB"`, `"8KB"`, or a number of bytes).
+pub fn size(f: &mut Fields<'_, '_>, key: &'static str) -> Result<Option<u64>, FileError> {
+    match f.any(key)? {
+        None => Ok(None),
+        Some(toml_edit::Value::Integer(i)) if *i.value() >= 0 => Ok(Some(*i.value() as u64)),
+        Some(toml_edit::Value::String(s)) => {
+            let s = s.value().clone();
+            crate::config::units::parse_size(&s)
+                .map(Some)
+                .map_err(|e| f.error(key, e))
+        }
+        Some(_) => Err(f.error(key, "expected a size (\"256MB\") or a number of bytes")),
     }
 }
 

@@ -34,8 +34,8 @@ pub mod runtime;
 pub mod sql;
 pub mod webhook;
 
-pub use file::{CommonSettings, ConnectorDef, RuntimeSettings};
-pub use runtime::{ActionMetrics, ActionRuntime, ConnectorSet, Health};
+pub use file::{BufferMode, CommonSettings, ConnectorDef, RuntimeSettings};
+pub use runtime::{ActionMetrics, ActionRuntime, BufferOptions, ConnectorSet, Health};
 
 /// Why a send (or connect, or health check) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

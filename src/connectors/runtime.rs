@@ -2,12 +2,21 @@
 //!
 //! Per action of a rule that names a connector there is an [`ActionRuntime`]:
 //!
-//! - **A bounded queue.** [`ActionRuntime::submit`] never waits. When the queue holds
-//!   `queue_len` outputs the *oldest* is dropped and counted (`dropped{reason="queue_full"}`):
-//!   fresh data is worth more than stale data, and the counter says what was lost. The queue
-//!   ([`Buffer`]) is in memory; it is the place a disk-backed buffer (issue 5: spill to
-//!   `data/` up to a configured size, durable across `kill -9`) plugs in, behind the same
-//!   push / take / len.
+//! - **A bounded queue.** [`ActionRuntime::submit`] never waits. Outputs are numbered in
+//!   order (a sequence number per action). The first `queue_len` queued outputs are kept in
+//!   memory. With `buffer_mode = "disk"` (the default when the broker has a data folder)
+//!   every output not yet delivered is also written to the action's disk log
+//!   ([`super::buffer`], under `<data_dir>/buffers/`) by one writer thread every
+//!   `durable_storage.sync_interval`, and synced; outputs past `queue_len` live only there
+//!   and are read back in order. Past `max_buffer_bytes` the oldest segment of the log is
+//!   dropped. With `buffer_mode = "memory"` the queue is `queue_len` outputs in memory.
+//!   Either way what is dropped is the *oldest* and it is counted
+//!   (`dropped{reason="queue_full"}`): fresh data is worth more than stale data, and the
+//!   counter says what was lost.
+//! - **Durability.** After a restart or a `kill -9` the action resumes from its log: every
+//!   output that was written and not yet acknowledged by the server is sent again (at least
+//!   once; a `dedupe` key makes SQL sinks exactly once). What a `kill -9` can lose: the
+//!   outputs of the last `sync_interval` that were neither delivered nor written yet.
 //! - **Batching** by size (`batch_size`) and time (`batch_time`: a batch smaller than
 //!   `batch_size` waits at most this long after its oldest output arrived).
 //! - **An in-flight window** (`inflight_window` batches at once; 1 keeps strict order).
@@ -28,13 +37,12 @@
 //! The [`ConnectorSet`] owns the connectors and the action runtimes. It outlives rule
 //! reloads: a reload hands each action of the new rule set the runtime it had (same rule id,
 //! action index and connector) with the new settings, so queues and metrics carry on; the
-//! runtimes of removed actions drain and stop. Hot reload of the connector files themselves
-//! is not done yet (a connector file change needs a restart).
+//! runtimes of removed actions drain, delete their log and stop.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::{self, Write as _};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -45,7 +53,8 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::file::{self, ConnectorDef, RuntimeSettings};
+use super::buffer::DiskLog;
+use super::file::{self, BufferMode, ConnectorDef, RuntimeSettings};
 use super::{registry, ActionSettings};
 use crate::config::walk::{Fields, FileError};
 use crate::rules::actions::{ActionInput, ActionSink, ConnectorCatalog, ExternalAction};
@@ -134,57 +143,140 @@ impl ActionMetrics {
     }
 }
 
-/// The queue of one action: in memory, bounded, dropping the oldest when full. A
-/// disk-backed buffer replaces this type (same operations).
-#[derive(Debug)]
-pub struct Buffer {
-    items: VecDeque<(Instant, Arc<Map>)>,
+/// Outputs that may wait for the disk writer before new ones are dropped (the sink is down
+/// and the disk cannot keep up or fails).
+const UNWRITTEN_MAX: usize = 1_000_000;
+/// Outputs read back from the disk log at a time.
+const REFILL: usize = 4096;
+
+/// The queue of one action. Outputs are numbered; the queue is `[taken, tail)`, of which
+/// `[taken, mem_end)` is in memory and the rest only in the disk log (or still waiting to
+/// be written to it, in `unwritten`).
+struct State {
+    /// Outputs `[taken, mem_end)` with their arrival time.
+    mem: VecDeque<(Instant, Arc<Map>)>,
+    /// At most this many outputs in `mem`.
     cap: usize,
+    /// The next output to send.
+    taken: u64,
+    mem_end: u64,
+    /// The next sequence number.
+    tail: u64,
+    /// Disk mode: outputs `[written, tail)`, not yet handed to the log.
+    unwritten: VecDeque<Arc<Map>>,
+    written: u64,
+    /// Disk mode.
+    disk: bool,
+    /// The first sequence number of each batch in flight.
+    inflight: BTreeSet<u64>,
+    m: ActionMetrics,
+    closed: bool,
 }
 
-impl Buffer {
-    pub fn new(cap: usize) -> Buffer {
-        Buffer {
-            items: VecDeque::new(),
+impl State {
+    fn new(cap: usize, disk: bool, floor: u64, tail: u64) -> State {
+        State {
+            mem: VecDeque::new(),
             cap: cap.max(1),
+            taken: floor,
+            mem_end: floor,
+            tail,
+            unwritten: VecDeque::new(),
+            written: tail,
+            disk,
+            inflight: BTreeSet::new(),
+            m: ActionMetrics {
+                matched: tail - floor,
+                ..ActionMetrics::default()
+            },
+            closed: false,
         }
     }
 
-    /// Appends; returns how many old outputs were dropped to make room.
-    pub fn push(&mut self, at: Instant, out: Arc<Map>) -> u64 {
+    fn queuing(&self) -> u64 {
+        self.tail - self.taken
+    }
+
+    /// Every output below this is settled (delivered, failed or dropped).
+    fn floor(&self) -> u64 {
+        self.inflight.first().copied().unwrap_or(self.taken).min(self.taken)
+    }
+
+    /// Appends an output; returns how many queued outputs were dropped for it.
+    fn push(&mut self, at: Instant, out: Arc<Map>) -> u64 {
+        self.m.matched += 1;
+        if self.disk {
+            if self.unwritten.len() >= UNWRITTEN_MAX {
+                // The disk writer is far behind (or failing) while the server is down.
+                self.m.dropped_queue_full += 1;
+                return 1;
+            }
+            let seq = self.tail;
+            self.tail += 1;
+            self.unwritten.push_back(out.clone());
+            if self.mem_end == seq && self.mem.len() < self.cap {
+                self.mem.push_back((at, out));
+                self.mem_end += 1;
+            }
+            return 0;
+        }
         let mut dropped = 0;
-        while self.items.len() >= self.cap {
-            self.items.pop_front();
+        while self.mem.len() >= self.cap {
+            self.mem.pop_front();
+            self.taken += 1;
             dropped += 1;
         }
-        self.items.push_back((at, out));
+        self.mem.push_back((at, out));
+        self.tail += 1;
+        self.mem_end = self.tail;
+        self.m.dropped_queue_full += dropped;
         dropped
     }
 
-    /// Takes up to `n` of the oldest outputs.
-    pub fn take(&mut self, n: usize) -> Vec<Arc<Map>> {
-        let n = n.min(self.items.len());
-        self.items.drain(..n).map(|(_, o)| o).collect()
+    /// Drops the queued outputs below `floor` (the disk log let go of them).
+    fn drop_below(&mut self, floor: u64) -> u64 {
+        if floor <= self.taken {
+            return 0;
+        }
+        let floor = floor.min(self.tail);
+        let in_mem = (floor.min(self.mem_end) - self.taken) as usize;
+        self.mem.drain(..in_mem.min(self.mem.len()));
+        let d = floor - self.taken;
+        self.taken = floor;
+        self.mem_end = self.mem_end.max(floor);
+        self.m.dropped_queue_full += d;
+        d
     }
 
-    pub fn len(&self) -> usize {
-        self.items.len()
+    /// Takes up to `n` of the oldest outputs from memory; returns the first's number.
+    fn take(&mut self, n: usize) -> (u64, Vec<Arc<Map>>) {
+        let n = n.min(self.mem.len());
+        let start = self.taken;
+        let b: Vec<Arc<Map>> = self.mem.drain(..n).map(|(_, o)| o).collect();
+        self.taken += b.len() as u64;
+        self.inflight.insert(start);
+        self.m.inflight += b.len() as u64;
+        (start, b)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+    /// Moves outputs that wait for the writer into memory (memory is empty and they are
+    /// next). Returns false when the next outputs are only in the disk log.
+    fn refill_from_unwritten(&mut self) -> bool {
+        if !self.mem.is_empty() || self.mem_end >= self.tail {
+            return true;
+        }
+        if self.mem_end < self.written {
+            return false;
+        }
+        let at = Instant::now();
+        let from = (self.mem_end - self.written) as usize;
+        let k = (self.unwritten.len() - from).min(self.cap);
+        for o in self.unwritten.range(from..from + k) {
+            self.mem.push_back((at, o.clone()));
+        }
+        self.mem_end += k as u64;
+        true
     }
-
-    /// When the oldest output arrived.
-    pub fn oldest(&self) -> Option<Instant> {
-        self.items.front().map(|(t, _)| *t)
-    }
-}
-
-struct State {
-    buf: Buffer,
-    m: ActionMetrics,
-    closed: bool,
 }
 
 /// The runtime of one action of one rule.
@@ -195,6 +287,8 @@ pub struct ActionRuntime {
     settings: Mutex<Arc<dyn ActionSettings>>,
     rule_metrics: Mutex<Arc<RuleMetrics>>,
     state: Mutex<State>,
+    /// Disk mode: the action's log (taken by the writer thread and by read-backs).
+    log: Mutex<Option<DiskLog>>,
     wake: Notify,
     last_error: Mutex<Option<String>>,
 }
@@ -214,7 +308,7 @@ impl ActionRuntime {
     pub fn metrics(&self) -> ActionMetrics {
         let st = self.state.lock();
         ActionMetrics {
-            queuing: st.buf.len() as u64,
+            queuing: st.queuing(),
             ..st.m
         }
     }
@@ -232,13 +326,7 @@ impl ActionRuntime {
 
 impl ActionSink for ActionRuntime {
     fn submit(&self, input: ActionInput) -> bool {
-        let dropped = {
-            let mut st = self.state.lock();
-            st.m.matched += 1;
-            let d = st.buf.push(Instant::now(), input.output);
-            st.m.dropped_queue_full += d;
-            d
-        };
+        let dropped = self.state.lock().push(Instant::now(), input.output);
         self.wake.notify_one();
         if dropped > 0 {
             self.rule_metrics.lock().actions_discarded.add(dropped);
@@ -273,7 +361,7 @@ async fn wait_connected(conn: &ConnRt) -> bool {
 }
 
 /// Sends one batch, retrying retryable errors; settles the counters.
-async fn deliver(rt: Arc<ActionRuntime>, batch: Vec<Arc<Map>>) {
+async fn deliver(rt: Arc<ActionRuntime>, start: u64, batch: Vec<Arc<Map>>) {
     let s = &rt.conn.def.runtime;
     let n = batch.len() as u64;
     let mut attempt: u32 = 0;
@@ -302,6 +390,7 @@ async fn deliver(rt: Arc<ActionRuntime>, batch: Vec<Arc<Map>>) {
     let rm = rt.rule_metrics.lock().clone();
     let mut st = rt.state.lock();
     st.m.inflight -= n;
+    st.inflight.remove(&start);
     match outcome {
         Ok(()) => {
             st.m.success += n;
@@ -321,6 +410,56 @@ async fn deliver(rt: Arc<ActionRuntime>, batch: Vec<Arc<Map>>) {
     }
 }
 
+/// Reads the next outputs back from the disk log into memory (memory is empty and they
+/// are only on disk). Outputs missing from the log (a corrupt record) are counted dropped.
+fn refill_from_disk(rt: &ActionRuntime) {
+    let (from, until) = {
+        let mut st = rt.state.lock();
+        if st.refill_from_unwritten() {
+            return;
+        }
+        (st.mem_end, st.written)
+    };
+    let read = {
+        let mut log = rt.log.lock();
+        let Some(log) = log.as_mut() else { return };
+        log.read(from, until, REFILL)
+    };
+    let items = match read {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, error = %e, "Disk buffer: cannot read back; retrying.");
+            *rt.last_error.lock() = Some(format!("disk buffer: {e}"));
+            return;
+        }
+    };
+    let mut st = rt.state.lock();
+    if st.mem_end != from || !st.mem.is_empty() {
+        return; // the writer dropped segments meanwhile: read again
+    }
+    let at = Instant::now();
+    let mut lost = 0;
+    for (seq, o) in items {
+        if seq < st.mem_end {
+            continue;
+        }
+        if seq > st.mem_end {
+            // A gap: outputs the log does not have.
+            lost += st.drop_below(seq);
+        }
+        st.mem.push_back((at, o));
+        st.mem_end += 1;
+    }
+    if st.mem.is_empty() && st.mem_end < until {
+        lost += st.drop_below(until);
+    }
+    drop(st);
+    if lost > 0 {
+        tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = lost, "Disk buffer: outputs missing from the log are counted dropped.");
+        rt.rule_metrics.lock().actions_discarded.add(lost);
+    }
+}
+
 /// Takes batches from the queue into the in-flight window while connected.
 async fn run_action(rt: Arc<ActionRuntime>, shutdown: CancellationToken) {
     let s = rt.conn.def.runtime.clone();
@@ -330,25 +469,28 @@ async fn run_action(rt: Arc<ActionRuntime>, shutdown: CancellationToken) {
         let connected = *health.borrow_and_update() == Health::Connected;
         let mut deadline = None;
         while connected && inflight.len() < s.inflight_window {
-            let batch = {
+            refill_from_disk(&rt);
+            let (start, batch) = {
                 let mut st = rt.state.lock();
-                let Some(oldest) = st.buf.oldest() else { break };
-                if st.buf.len() < s.batch_size && !s.batch_time.is_zero() && !st.closed {
+                let Some(&(oldest, _)) = st.mem.front() else { break };
+                if st.mem.len() < s.batch_size
+                    && st.queuing() < s.batch_size as u64
+                    && !s.batch_time.is_zero()
+                    && !st.closed
+                {
                     let due = oldest + s.batch_time;
                     if due > Instant::now() {
                         deadline = Some(due);
                         break;
                     }
                 }
-                let b = st.buf.take(s.batch_size);
-                st.m.inflight += b.len() as u64;
-                b
+                st.take(s.batch_size)
             };
-            inflight.push(deliver(rt.clone(), batch));
+            inflight.push(deliver(rt.clone(), start, batch));
         }
         {
             let st = rt.state.lock();
-            if st.closed && st.buf.is_empty() && inflight.is_empty() {
+            if st.closed && st.queuing() == 0 && inflight.is_empty() {
                 break;
             }
         }
@@ -356,9 +498,15 @@ async fn run_action(rt: Arc<ActionRuntime>, shutdown: CancellationToken) {
         tokio::select! {
             Some(()) = inflight.next(), if !inflight.is_empty() => {}
             () = rt.wake.notified() => {}
-            r = health.changed() => if r.is_err() { break },
+            r = health.changed() => if r.is_err() { return },
             () = tokio::time::sleep_until(due), if deadline.is_some() => {}
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return,
+        }
+    }
+    // Removed from the rule set and drained: the log goes.
+    if let Some(log) = rt.log.lock().take() {
+        if let Err(e) = log.destroy() {
+            tracing::warn!(rule = %rt.rule_id, error = %e, "Disk buffer: cannot delete the log of a removed action.");
         }
     }
 }
@@ -443,6 +591,116 @@ struct Inner {
     actions: Mutex<HashMap<ActionKey, Arc<ActionRuntime>>>,
     shutdown: CancellationToken,
     handle: Option<tokio::runtime::Handle>,
+    buffers: Option<Buffers>,
+}
+
+/// Where the disk logs live and the thread that writes them.
+struct Buffers {
+    dir: PathBuf,
+    actions: Arc<Mutex<Vec<Weak<ActionRuntime>>>>,
+    /// Dropping (or sending on) it stops the writer after a last pass.
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Where connector actions keep their disk buffers, and how often they are written.
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    /// `<data_dir>/buffers`.
+    pub dir: PathBuf,
+    /// How often the writer writes and syncs (`durable_storage.sync_interval`).
+    pub sync_interval: Duration,
+}
+
+/// The folder of one action's log: `<connector>/<rule id>.<index>`, the rule id with every
+/// byte but `[A-Za-z0-9_-]` as `%XX` (a long one as its SHA-256).
+fn log_dir(root: &Path, connector: &str, rule_id: &str, index: usize) -> PathBuf {
+    let mut name = String::new();
+    for b in rule_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            name.push(b as char);
+        } else {
+            let _ = write!(name, "%{b:02X}");
+        }
+    }
+    if name.len() > 200 {
+        use sha2::Digest;
+        name = format!("sha256-{}", hex::encode(sha2::Sha256::digest(rule_id.as_bytes())));
+    }
+    root.join(connector).join(format!("{name}.{index}"))
+}
+
+/// One pass of the writer over one action: the ack floor, then the outputs not yet
+/// written (skipping those already settled), then the size cap. Returns the file to sync.
+fn persist(rt: &ActionRuntime) -> Option<std::fs::File> {
+    let mut guard = rt.log.lock();
+    let log = guard.as_mut()?;
+    let (batch, base, floor) = {
+        let mut st = rt.state.lock();
+        let floor = st.floor();
+        let skip = (floor.saturating_sub(st.written) as usize).min(st.unwritten.len());
+        st.unwritten.drain(..skip);
+        st.written += skip as u64;
+        (st.unwritten.iter().cloned().collect::<Vec<_>>(), st.written, floor)
+    };
+    let r = log
+        .ack(floor)
+        .and_then(|()| log.append(batch.iter().enumerate().map(|(i, m)| (base + i as u64, &**m))));
+    match r {
+        Ok(()) => {
+            let mut st = rt.state.lock();
+            let k = batch.len().min(st.unwritten.len());
+            st.unwritten.drain(..k);
+            st.written += batch.len() as u64;
+        }
+        Err(e) => {
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, error = %e, "Disk buffer: cannot write; retrying.");
+            *rt.last_error.lock() = Some(format!("disk buffer: {e}"));
+        }
+    }
+    match log.enforce_cap() {
+        Ok(Some(floor)) => {
+            let d = rt.state.lock().drop_below(floor);
+            if d > 0 {
+                rt.rule_metrics.lock().actions_discarded.add(d);
+                tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = d, "Disk buffer full: the oldest outputs are dropped.");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(rule = %rt.rule_id, error = %e, "Disk buffer: cannot delete a segment."),
+    }
+    match log.flush() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(rule = %rt.rule_id, error = %e, "Disk buffer: cannot write.");
+            None
+        }
+    }
+}
+
+/// The writer thread: every `interval`, one pass over every disk-mode action, then a sync.
+fn run_writer(actions: Arc<Mutex<Vec<Weak<ActionRuntime>>>>, interval: Duration, stop: std::sync::mpsc::Receiver<()>) {
+    loop {
+        let last = !matches!(
+            stop.recv_timeout(interval),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        let live: Vec<Arc<ActionRuntime>> = {
+            let mut l = actions.lock();
+            l.retain(|a| a.strong_count() > 0);
+            l.iter().filter_map(Weak::upgrade).collect()
+        };
+        let files: Vec<std::fs::File> = live.iter().filter_map(|a| persist(a)).collect();
+        drop(live);
+        for f in files {
+            if let Err(e) = f.sync_data() {
+                tracing::warn!(error = %e, "Disk buffer: cannot sync.");
+            }
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 /// The loaded connectors and their action runtimes (cheap to clone).
@@ -480,17 +738,32 @@ impl ConnectorSet {
                 actions: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 handle: None,
+                buffers: None,
             }),
         }
     }
 
     /// Loads `dir` and starts every connector (call from within the Tokio runtime).
-    pub fn load(dir: &Path, shutdown: CancellationToken) -> Result<ConnectorSet, Vec<FileError>> {
-        Ok(Self::start(file::load_dir(dir)?, shutdown))
+    /// `buffers`: where disk-mode actions keep their logs (`None`: every action in memory).
+    pub fn load(
+        dir: &Path,
+        buffers: Option<BufferOptions>,
+        shutdown: CancellationToken,
+    ) -> Result<ConnectorSet, Vec<FileError>> {
+        Ok(Self::start_with(file::load_dir(dir)?, buffers, shutdown))
+    }
+
+    /// Starts `defs` with every action buffered in memory.
+    pub fn start(defs: Vec<ConnectorDef>, shutdown: CancellationToken) -> ConnectorSet {
+        Self::start_with(defs, None, shutdown)
     }
 
     /// Starts `defs`: each connector connects in the background (from within the Tokio runtime).
-    pub fn start(defs: Vec<ConnectorDef>, shutdown: CancellationToken) -> ConnectorSet {
+    pub fn start_with(
+        defs: Vec<ConnectorDef>,
+        buffers: Option<BufferOptions>,
+        shutdown: CancellationToken,
+    ) -> ConnectorSet {
         let handle = tokio::runtime::Handle::try_current().ok();
         let mut conns = BTreeMap::new();
         for def in defs {
@@ -512,7 +785,30 @@ impl ConnectorSet {
                 actions: Mutex::new(HashMap::new()),
                 shutdown,
                 handle,
+                buffers: buffers.and_then(Self::start_writer),
             }),
+        }
+    }
+
+    fn start_writer(o: BufferOptions) -> Option<Buffers> {
+        let actions = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = actions.clone();
+        let interval = o.sync_interval.max(Duration::from_millis(1));
+        match std::thread::Builder::new()
+            .name("junction-buffers".into())
+            .spawn(move || run_writer(a, interval, rx))
+        {
+            Ok(t) => Some(Buffers {
+                dir: o.dir,
+                actions,
+                stop: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(t)),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot start the disk buffer writer: connector actions buffer in memory.");
+                None
+            }
         }
     }
 
@@ -623,9 +919,20 @@ impl ConnectorSet {
         }
     }
 
-    /// Stops every action runtime and connector (buffered outputs are lost: memory only).
+    /// Stops every action runtime and connector (outputs in memory-mode queues are lost).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+    }
+
+    /// Stops everything and waits for the disk buffers' last write and sync (blocking).
+    pub fn close(&self) {
+        self.shutdown();
+        if let Some(b) = &self.inner.buffers {
+            b.stop.lock().take();
+            if let Some(t) = b.thread.lock().take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -677,20 +984,46 @@ impl ExternalAction for ConnAction {
             }
             rt.close();
         }
+        let rs = &self.conn.def.runtime;
+        let buffers = self
+            .set
+            .inner
+            .buffers
+            .as_ref()
+            .filter(|_| rs.buffer_mode == BufferMode::Disk);
+        let mut log = None;
+        let mut state = State::new(rs.queue_len, false, 0, 0);
+        if let Some(b) = buffers {
+            let dir = log_dir(&b.dir, &self.conn.def.name, rule_id, index);
+            match DiskLog::open(&dir, rs.buffer_seg_bytes, rs.max_buffer_bytes) {
+                Ok((l, rec)) => {
+                    if rec.pending > 0 {
+                        tracing::info!(rule = rule_id, connector = %self.conn.def.name, outputs = rec.pending, "Disk buffer: resuming queued outputs.");
+                    }
+                    state = State::new(rs.queue_len, true, rec.floor, rec.tail);
+                    log = Some(l);
+                }
+                Err(e) => {
+                    tracing::error!(rule = rule_id, dir = %dir.display(), error = %e, "Cannot open the disk buffer: this action buffers in memory.")
+                }
+            }
+        }
         let rt = Arc::new(ActionRuntime {
             rule_id: key.0.clone(),
             index,
             conn: self.conn.clone(),
             settings: Mutex::new(self.settings.clone()),
             rule_metrics: Mutex::new(metrics),
-            state: Mutex::new(State {
-                buf: Buffer::new(self.conn.def.runtime.queue_len),
-                m: ActionMetrics::default(),
-                closed: false,
-            }),
+            state: Mutex::new(state),
+            log: Mutex::new(log),
             wake: Notify::new(),
             last_error: Mutex::new(None),
         });
+        if let Some(b) = buffers {
+            if rt.log.lock().is_some() {
+                b.actions.lock().push(Arc::downgrade(&rt));
+            }
+        }
         map.insert(key, rt.clone());
         let shutdown = self.set.inner.shutdown.clone();
         match &self.set.inner.handle {
@@ -796,21 +1129,49 @@ impl ConnectorCatalog for ConnectorSet {
 mod tests {
     use super::*;
 
+    fn m(i: i64) -> Arc<Map> {
+        let mut m = Map::default();
+        m.insert("i".into(), crate::rules::value::Value::Int(i));
+        Arc::new(m)
+    }
+
     #[test]
-    fn buffer_drops_oldest() {
-        let mut b = Buffer::new(2);
+    fn memory_mode_drops_oldest() {
+        let mut st = State::new(2, false, 0, 0);
         let now = Instant::now();
-        let m = |i: i64| {
-            let mut m = Map::default();
-            m.insert("i".into(), crate::rules::value::Value::Int(i));
-            Arc::new(m)
-        };
-        assert_eq!(b.push(now, m(1)), 0);
-        assert_eq!(b.push(now, m(2)), 0);
-        assert_eq!(b.push(now, m(3)), 1);
-        let got = b.take(10);
-        assert_eq!(got.len(), 2);
+        assert_eq!(st.push(now, m(1)), 0);
+        assert_eq!(st.push(now, m(2)), 0);
+        assert_eq!(st.push(now, m(3)), 1);
+        let (start, got) = st.take(10);
+        assert_eq!((start, got.len()), (1, 2));
         assert_eq!(got[0].get("i"), Some(&crate::rules::value::Value::Int(2)));
+        assert_eq!((st.m.matched, st.m.dropped_queue_full, st.m.inflight), (3, 1, 2));
+    }
+
+    #[test]
+    fn disk_mode_keeps_queue_len_in_memory_and_the_rest_for_the_writer() {
+        let mut st = State::new(2, true, 0, 0);
+        let now = Instant::now();
+        for i in 0..5 {
+            assert_eq!(st.push(now, m(i)), 0);
+        }
+        assert_eq!((st.mem.len(), st.queuing(), st.unwritten.len()), (2, 5, 5));
+        let (start, b) = st.take(10);
+        assert_eq!((start, b.len(), st.floor()), (0, 2, 0));
+        // Nothing written yet: the next outputs come from `unwritten`.
+        assert!(st.refill_from_unwritten());
+        assert_eq!(st.mem.len(), 2);
+        st.inflight.remove(&0);
+        assert_eq!(st.floor(), 2);
+        // Written: the rest is read back from the log.
+        st.unwritten.clear();
+        st.written = 5;
+        let (_, b) = st.take(10);
+        assert_eq!(b.len(), 2);
+        assert!(!st.refill_from_unwritten());
+        // The log drops its oldest segment: what was queued below the new floor is dropped.
+        assert_eq!(st.drop_below(5), 1);
+        assert_eq!((st.queuing(), st.m.dropped_queue_full), (0, 1));
     }
 
     struct Fake;

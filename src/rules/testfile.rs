@@ -52,6 +52,7 @@ pub fn run(path: &Path, functions_dir: &Path, connectors_dir: &Path) -> ExitCode
     // Connector files are read (rules may name them) but nothing connects.
     let connectors = match crate::connectors::runtime::ConnectorSet::load(
         connectors_dir,
+        None,
         tokio_util::sync::CancellationToken::new(),
     ) {
         Ok(c) => c,
