@@ -1,12 +1,13 @@
-//! TLS of the redis, postgres, mysql and mqtt connectors, against servers of the test's
-//! own: each test makes a CA, a server certificate (`localhost`, `127.0.0.1`) and a client
+//! TLS of the redis, postgres, mysql (MariaDB) and mqtt connectors, against servers of the
+//! test's own: each test makes a CA, a server certificate (`localhost`, `127.0.0.1`) and a client
 //! certificate with rcgen, starts its own server with a TLS port on a free port (killed by
 //! PID when dropped) and checks what the user sees:
 //!
 //! - a rule action through a connector with `tls = { enable = true, cacertfile, certfile,
 //!   keyfile }` delivers (the value is in Redis / the row in PostgreSQL or MariaDB / the
 //!   message reaches a subscriber of the remote Mosquitto), the servers requiring the client
-//!   certificate where they can (Redis, Mosquitto: mutual TLS);
+//!   certificate where they can (Redis, Mosquitto, MariaDB `REQUIRE X509`: mutual TLS; a
+//!   MariaDB connector without the client certificate is refused);
 //! - `verify = false` without the CA delivers too (any certificate is accepted);
 //! - `verify = true` with another CA: the connector is `disconnected` with the TLS error in
 //!   `status_reason` of GET /api/v5/connectors, and nothing is delivered.
@@ -238,9 +239,14 @@ async fn assert_refused_by_verification(b: &common::TestBroker, name: &str) -> V
     .await;
     let reason = c["status_reason"].as_str().unwrap_or_default().to_ascii_lowercase();
     assert!(
-        reason.contains("certificate") && (reason.contains("unknownissuer") || reason.contains("unknown issuer")),
+        reason.contains("invalid peer certificate: unknownissuer"),
         "a TLS verification error in status_reason: {c}"
     );
+    if c["type"] != "redis" {
+        // redis says rediss:// instead.
+        assert!(reason.contains("tls"), "{c}");
+    }
+    eprintln!("{name}: {}", c["status_reason"]);
     let m = &c["actions"][0]["metrics"];
     assert_eq!(m["success"], 0, "{c}");
     c
@@ -612,6 +618,146 @@ async fn postgres_over_tls() {
     }
     assert_refused_by_verification(&b, "wrong_ca").await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msgs WHERE who = 'wrong_ca'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    b.running.stop().await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn mysql_over_mutual_tls() {
+    let bin = std::env::var("JUNCTION_MARIADBD").unwrap_or_else(|_| "/usr/sbin/mariadbd".into());
+    if !present(&bin, "--version") || !present("mariadb-install-db", "--help") || !present("mariadb", "--version") {
+        skip("mysql_over_mutual_tls: no mariadbd / mariadb-install-db / mariadb");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let pki = Pki::new(data.path());
+    let datadir = data.path().join("data");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let out = Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            &format!("--user={user}"),
+            "--auth-root-authentication-method=normal",
+        ])
+        .arg("--skip-test-db")
+        .arg(format!("--datadir={}", datadir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let sock = data.path().join("m.sock");
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "--no-defaults",
+        &format!("--user={user}"),
+        "--bind-address=127.0.0.1",
+        "--skip-name-resolve",
+    ])
+    .arg(format!("--datadir={}", datadir.display()))
+    .arg(format!("--port={port}"))
+    .arg(format!("--socket={}", sock.display()))
+    .arg(format!("--pid-file={}", data.path().join("m.pid").display()))
+    .arg(format!("--log-error={}", data.path().join("m.err").display()))
+    .arg(format!("--ssl-cert={}", pki.path("server.pem")))
+    .arg(format!("--ssl-key={}", pki.path("server.key")))
+    .arg(format!("--ssl-ca={}", pki.path("ca.pem")));
+    let _server = Server::spawn(cmd, false);
+    wait_port(port).await;
+    // A user that must connect with TLS and a client certificate signed by the CA.
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-uroot"])
+        .arg(format!("--socket={}", sock.display()))
+        .arg("-e")
+        .arg(
+            "CREATE DATABASE t; CREATE TABLE t.msgs (who TEXT, v TEXT); \
+             CREATE USER 'tls'@'%' IDENTIFIED BY 'pw' REQUIRE X509; GRANT ALL ON t.* TO 'tls'@'%';",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let conn = dir.path().join("connectors");
+    let names = ["secure", "insecure", "wrong_ca", "no_cert"];
+    let no_cert = format!("tls = {{ enable = true, cacertfile = \"{}\" }}", pki.path("ca.pem"));
+    for (name, t) in [
+        ("secure", pki.tls_ok()),
+        ("insecure", pki.tls_insecure()),
+        ("wrong_ca", pki.tls_wrong_ca()),
+        ("no_cert", no_cert),
+    ] {
+        write(
+            &conn,
+            &format!("{name}.toml"),
+            &format!(
+                "type = \"mysql\"\nserver = \"127.0.0.1:{port}\"\ndatabase = \"t\"\nusername = \"tls\"\npassword = \"pw\"\n{QUICK}{t}\n"
+            ),
+        );
+    }
+    let mut rules = String::new();
+    for name in names {
+        rules.push_str(&rule(
+            name,
+            &format!("type = \"mysql\"\nconnector = \"{name}\"\nsql = \"INSERT INTO msgs(who, v) VALUES ('{name}', ${{v}})\""),
+        ));
+    }
+    write(&dir.path().join("rules"), "r.toml", &rules);
+    let b = broker(dir.path()).await;
+    for name in names {
+        publish(b.tcp, &format!("t/{name}"), &[format!(r#"{{"v": "hello {name}"}}"#)]).await;
+    }
+    let opts = sqlx::mysql::MySqlConnectOptions::new()
+        .socket(&sock)
+        .username("root")
+        .database("t");
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    for name in ["secure", "insecure"] {
+        let v: String = wait_for(&format!("the row of {name}"), || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar("SELECT v FROM msgs WHERE who = ?")
+                    .bind(name)
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .await;
+        assert_eq!(v, format!("hello {name}"));
+    }
+    assert_refused_by_verification(&b, "wrong_ca").await;
+    // Without the client certificate the server refuses the user (REQUIRE X509).
+    let c = wait_for("no_cert disconnected with a reason", || async {
+        connector(&b, "no_cert")
+            .await
+            .filter(|c| c["status"] == "disconnected" && c["status_reason"].is_string())
+    })
+    .await;
+    assert!(
+        c["status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Access denied"),
+        "{c}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msgs WHERE who IN ('wrong_ca', 'no_cert')")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -606,6 +606,20 @@ fn clip(mut s: String) -> String {
     s
 }
 
+/// A failed connect: always `disconnected`; a failed TLS handshake (rustls's error inside
+/// an I/O error) says so.
+fn connect_error(e: sqlx::Error) -> SendError {
+    if let sqlx::Error::Io(io) = &e {
+        let tls = io
+            .get_ref()
+            .is_some_and(|i| i.downcast_ref::<tokio_rustls::rustls::Error>().is_some());
+        if tls {
+            return SendError::disconnected(clip(format!("cannot connect: TLS handshake failed: {io}")));
+        }
+    }
+    SendError::disconnected(format!("cannot connect: {}", classify(e).message))
+}
+
 /// Sorts a sqlx error into retryable or not.
 fn classify(e: sqlx::Error) -> SendError {
     match e {
@@ -952,7 +966,7 @@ impl SqlConnector {
                     .acquire_timeout(self.request_timeout.max(self.connect_timeout))
                     .connect_with(o.clone())
                     .await
-                    .map_err(|e| SendError::disconnected(format!("cannot connect: {}", classify(e).message)))?,
+                    .map_err(connect_error)?,
             ),
             Options::My(o) => Pool::My(
                 MySqlPoolOptions::new()
@@ -960,7 +974,7 @@ impl SqlConnector {
                     .acquire_timeout(self.request_timeout.max(self.connect_timeout))
                     .connect_with(o.clone())
                     .await
-                    .map_err(|e| SendError::disconnected(format!("cannot connect: {}", classify(e).message)))?,
+                    .map_err(connect_error)?,
             ),
         };
         let old = self.pool.write().replace(pool);
