@@ -6,7 +6,7 @@
 //! Connector file (`connectors/<name>.toml`):
 //! ```toml
 //! type = "mqtt"
-//! server = "127.0.0.1:11883"      # host:port (default port 1883)
+//! server = "127.0.0.1:11883"      # host:port (default port 1883, 8883 with TLS; mqtts:// ok with TLS)
 //! clientid_prefix = "junction:"   # the client id is <prefix><connector name> (default "junction:")
 //! username = "bridge"             # optional
 //! password = "secret"             # optional
@@ -20,7 +20,12 @@
 //! ingress = [{ remote = "remote/#", qos = 1 }]
 //! # forward mode (no rule): remote messages republished locally under a prefix
 //! forward_in = [{ remote = "x/#", local_prefix = "from-remote/", qos = 1 }]
+//! # TLS (see connectors::tls): verify = false accepts any certificate
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
+//! TLS is rumqttc's tokio-rustls 0.25 (rustls 0.22, ring) with a client config built from
+//! the `tls` files ([`super::tls::mqtt_client_config`]): `cacertfile` replaces the default
+//! roots (Mozilla's, webpki-roots); the name checked is the host of `server`.
 //! Rule action (the keys of `republish`):
 //! ```toml
 //! [[rules.actions]]

@@ -10,6 +10,8 @@
 //! password = "secret"             # optional
 //! pool_size = 8                   # connections, each multiplexed (common setting, default 8)
 //! batch_size = 10                 # > 1: up to this many commands per pipeline
+//! # TLS (rediss://; see connectors::tls): verify = false accepts any certificate
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
 //! Rule action:
 //! ```toml
@@ -24,6 +26,10 @@
 //! ONE argument: a value with spaces, quotes or `"; FLUSHALL` stays one argument and is
 //! never split again or read as a command. The first word, the command name, must be
 //! literal. A missing value renders `undefined` (as EMQX does).
+//!
+//! TLS: the redis crate's rustls (ring): `cacertfile` replaces the default roots (Mozilla's,
+//! webpki-roots); `verify = false` is the crate's insecure mode (no certificate check, no
+//! SNI); the client certificate is sent when the server asks (`tls-auth-clients yes`).
 //!
 //! Errors: a connection error or a timeout is retried (the connection is dropped and
 //! reopened); an error reply of Redis (`WRONGTYPE ...`, `ERR ...`) is not retried and is

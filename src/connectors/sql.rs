@@ -11,7 +11,13 @@
 //! pool_size = 8                     # connections (PGlite-based TimescaleDB: 1)
 //! connect_timeout = "5s"
 //! request_timeout = "15s"           # one batch, all statements
+//! # TLS (see connectors::tls): verify = true is sslmode verify-full / VERIFY_IDENTITY,
+//! # verify = false is require / REQUIRED (any certificate); off: disable / DISABLED
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
+//! TLS is sqlx's rustls (ring): `cacertfile` is trusted besides the default roots
+//! (Mozilla's, webpki-roots); `certfile` / `keyfile` are the client certificate (e.g. for a
+//! MariaDB user `REQUIRE X509` or PostgreSQL `clientcert=verify-full`).
 //! Rule action:
 //! ```toml
 //! [[rules.actions]]

@@ -11,8 +11,10 @@
 //!   so anyone on the path can impersonate the server and read the traffic, credentials
 //!   included: use it only to try things out.** (PostgreSQL: `sslmode=require` instead of
 //!   `verify-full`; MySQL: `REQUIRED` instead of `VERIFY_IDENTITY`.)
-//! - `cacertfile`: PEM file of the CA certificates to trust, instead of the default ones
-//!   (Mozilla's roots, from the `webpki-roots` crate, as the webhook).
+//! - `cacertfile`: PEM file of the CA certificates to trust. Without it: Mozilla's roots
+//!   (the `webpki-roots` crate). With it, redis and mqtt trust only these CAs; the webhook
+//!   and the SQL connectors trust them besides Mozilla's roots (reqwest and sqlx always
+//!   load those).
 //! - `certfile` and `keyfile` (both or neither): PEM client certificate chain and private
 //!   key (PKCS#8, PKCS#1 or SEC1), for servers that ask for one (mutual TLS).
 //!
