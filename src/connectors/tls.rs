@@ -286,6 +286,30 @@ mod tests {
     }
 
     #[test]
+    fn every_connector_type_takes_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, key, _) = pem_files(dir.path());
+        let tls = format!(
+            "tls = {{ enable = true, cacertfile = \"{0}\", certfile = \"{0}\", keyfile = \"{1}\" }}\n",
+            ca.display(),
+            key.display()
+        );
+        let sql = "server = \"h\"\ndatabase = \"d\"\nusername = \"u\"\n";
+        for (ty, rest) in [
+            ("webhook", "url = \"https://h/\"\n"),
+            ("redis", ""),
+            ("postgres", sql),
+            ("mysql", sql),
+            ("mqtt", ""),
+        ] {
+            let text = format!("type = \"{ty}\"\n{rest}{tls}");
+            let d = crate::connectors::file::load_str(Path::new("connectors/c.toml"), &text)
+                .unwrap_or_else(|e| panic!("{ty}: {e}"));
+            assert_eq!(d.kind, ty);
+        }
+    }
+
+    #[test]
     fn other_keys_need_enable() {
         let mut t = TlsSettings {
             verify: true,
