@@ -9,7 +9,7 @@
 //! connect_timeout = "5s"
 //! request_timeout = "15s"
 //! pool_size = 8
-//! tls = { enable = false, verify = true }   # cacertfile = "ca.pem"
+//! tls = { enable = false, verify = true }   # cacertfile, certfile, keyfile: see connectors::tls
 //! health_check_interval = "15s"
 //! # the runtime, per action of a rule that names this connector
 //! queue_len = 10000                # outputs queued in memory
@@ -46,13 +46,21 @@ pub struct CommonSettings {
     pub file: PathBuf,
 }
 
-/// `tls = { enable, verify, cacertfile }`.
+/// `tls = { enable, verify, cacertfile, certfile, keyfile }` (see [`super::tls`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TlsSettings {
-    /// `None`: the connector decides (the webhook: by the URL's scheme).
+    /// `None`: the connector decides (the webhook: by the URL's scheme; the others: off).
     pub enable: Option<bool>,
+    /// `false`: any server certificate is accepted (see [`super::tls`] for the risk).
     pub verify: bool,
+    /// PEM CA certificates to trust instead of the default roots.
     pub cacertfile: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS), with `keyfile`.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// The files above, read and checked when the file loaded (unless `enable = false`).
+    pub files: super::tls::TlsFiles,
 }
 
 /// Where an action's queue lives (`buffer_mode`).
@@ -220,6 +228,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<ConnectorDef, FileError> {
         tls.enable = t.bool("enable")?;
         tls.verify = t.bool("verify")?.unwrap_or(true);
         tls.cacertfile = t.string("cacertfile")?.map(|s| PathBuf::from(s.value));
+        tls.certfile = t.string("certfile")?.map(|s| PathBuf::from(s.value));
+        tls.keyfile = t.string("keyfile")?.map(|s| PathBuf::from(s.value));
+        if tls.enable != Some(false) {
+            tls.files = super::tls::read(&tls).map_err(|r| t.error(r.key, r.message))?;
+        }
         t.finish()?;
     }
     rt.health_check_interval = duration(&mut f, "health_check_interval")?.unwrap_or(rt.health_check_interval);

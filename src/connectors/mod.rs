@@ -32,6 +32,7 @@ pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod sql;
+pub mod tls;
 pub mod webhook;
 
 pub use file::{BufferMode, CommonSettings, ConnectorDef, RuntimeSettings};

@@ -6,7 +6,7 @@
 //! Connector file (`connectors/<name>.toml`):
 //! ```toml
 //! type = "mqtt"
-//! server = "127.0.0.1:11883"      # host:port (default port 1883)
+//! server = "127.0.0.1:11883"      # host:port (default port 1883, 8883 with TLS; mqtts:// ok with TLS)
 //! clientid_prefix = "junction:"   # the client id is <prefix><connector name> (default "junction:")
 //! username = "bridge"             # optional
 //! password = "secret"             # optional
@@ -20,7 +20,12 @@
 //! ingress = [{ remote = "remote/#", qos = 1 }]
 //! # forward mode (no rule): remote messages republished locally under a prefix
 //! forward_in = [{ remote = "x/#", local_prefix = "from-remote/", qos = 1 }]
+//! # TLS (see connectors::tls): verify = false accepts any certificate
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
+//! TLS is rumqttc's tokio-rustls 0.25 (rustls 0.22, ring) with a client config built from
+//! the `tls` files ([`super::tls::mqtt_client_config`]): `cacertfile` replaces the default
+//! roots (Mozilla's, webpki-roots); the name checked is the host of `server`.
 //! Rule action (the keys of `republish`):
 //! ```toml
 //! [[rules.actions]]
@@ -59,7 +64,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use rumqttc::{v5, AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    v5, AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +80,8 @@ use crate::rules::value::{Map, Value};
 
 /// MQTT's default port.
 const DEFAULT_PORT: u16 = 1883;
+/// MQTT over TLS's default port.
+const DEFAULT_TLS_PORT: u16 = 8883;
 /// Longest message kept from an error.
 const MAX_MESSAGE: usize = 1024;
 
@@ -282,6 +291,8 @@ struct Inner {
     send_lock: tokio::sync::Mutex<()>,
     /// The connection task, while it runs.
     task: Mutex<Option<CancellationToken>>,
+    /// `tls.enable = true`: the rustls config of the connections.
+    tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// An MQTT bridge connector.
@@ -301,14 +312,23 @@ fn clip(mut s: String) -> String {
     s
 }
 
-/// `host[:port]`, also written `mqtt://host:port` or `tcp://host:port`.
-fn parse_server(s: &str) -> Result<(String, u16), String> {
+/// `host[:port]`, also written `mqtt://host:port` or `tcp://host:port` (with TLS also
+/// `mqtts://` or `ssl://`).
+fn parse_server(s: &str, tls: bool) -> Result<(String, u16), String> {
     let s = s.trim();
-    let s = s
-        .strip_prefix("mqtt://")
-        .or_else(|| s.strip_prefix("tcp://"))
-        .unwrap_or(s);
-    crate::connectors::file::host_port(s, DEFAULT_PORT)
+    let (rest, scheme_tls) = if let Some(r) = s.strip_prefix("mqtt://").or_else(|| s.strip_prefix("tcp://")) {
+        (r, Some(false))
+    } else if let Some(r) = s.strip_prefix("mqtts://").or_else(|| s.strip_prefix("ssl://")) {
+        (r, Some(true))
+    } else {
+        (s, None)
+    };
+    match scheme_tls {
+        Some(true) if !tls => return Err("an mqtts:// server needs `tls = { enable = true }`".into()),
+        Some(false) if tls => return Err("TLS is enabled: write the server without mqtt:// or tcp://".into()),
+        _ => {}
+    }
+    crate::connectors::file::host_port(rest, if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT })
 }
 
 fn qos_of(f: &mut Fields<'_, '_>, default: u8) -> Result<u8, FileError> {
@@ -333,11 +353,12 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let tls_on = super::tls::enabled(&common.tls).map_err(|r| f.error(r.key, r.message))?;
     let server = f
         .string("server")?
         .map(|s| s.value)
-        .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_PORT}"));
-    let (host, port) = parse_server(&server).map_err(|e| f.error("server", e))?;
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let (host, port) = parse_server(&server, tls_on).map_err(|e| f.error("server", e))?;
     let prefix = f
         .string("clientid_prefix")?
         .map(|s| s.value)
@@ -369,9 +390,11 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
     };
     let max_inflight = super::file::count(f, "max_inflight", 1, 65_535)?.unwrap_or(100) as u16;
     let max_packet_size = super::file::count(f, "max_packet_size", 64, 268_435_455)?.unwrap_or(1 << 20);
-    if common.tls.enable == Some(true) {
-        return Err(f.error("tls", "TLS is not supported by the mqtt connector yet"));
-    }
+    let tls = if tls_on {
+        Some(super::tls::mqtt_client_config(&common.tls).map_err(|e| f.error("tls", e))?)
+    } else {
+        None
+    };
     let mut ingress = Vec::new();
     for mut t in f.tables("ingress")? {
         let remote = filter_of(&mut t, "remote")?;
@@ -429,6 +452,7 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
             sink,
             send_lock: tokio::sync::Mutex::new(()),
             task: Mutex::new(None),
+            tls,
         }),
     }))
 }
@@ -478,6 +502,9 @@ impl Inner {
         if let Some(u) = &s.username {
             o.set_credentials(u.clone(), s.password.clone().unwrap_or_default());
         }
+        if let Some(c) = &self.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(c.clone())));
+        }
         o
     }
 
@@ -496,6 +523,9 @@ impl Inner {
         o.set_connection_timeout(s.connect_timeout.as_secs().max(1));
         if let Some(u) = &s.username {
             o.set_credentials(u.clone(), s.password.clone().unwrap_or_default());
+        }
+        if let Some(c) = &self.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(c.clone())));
         }
         o
     }
@@ -949,6 +979,14 @@ mod tests {
         assert!(e.message.contains("unknown key `local_prefx`"), "{e}");
         let e = load("type = \"mqtt\"\nforward_out = [{ local = \"a/#\", remote_prefix = \"s/\" }]\n").unwrap_err();
         assert!(e.message.contains("forward out is a rule"), "{e}");
+        let d = load("type = \"mqtt\"\nserver = \"mqtts://h\"\ntls = { enable = true, verify = false }\n").unwrap();
+        assert_eq!(d.kind, "mqtt");
+        let e = load("type = \"mqtt\"\nserver = \"mqtts://h\"\n").unwrap_err();
+        assert!(e.message.contains("needs `tls = { enable = true }`"), "{e}");
+        let e = load("type = \"mqtt\"\ntls = { enable = true, certfile = \"/nonexistent/c.pem\", keyfile = \"k\" }\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.col), (2, 35), "{e}");
+        assert!(e.message.contains("cannot read /nonexistent/c.pem"), "{e}");
     }
 
     #[test]
@@ -983,11 +1021,21 @@ mod tests {
 
     #[test]
     fn servers_parse() {
-        assert_eq!(parse_server("127.0.0.1:11883").unwrap(), ("127.0.0.1".into(), 11883));
-        assert_eq!(parse_server("mqtt://broker").unwrap(), ("broker".into(), 1883));
-        assert_eq!(parse_server("[::1]:1884").unwrap(), ("::1".into(), 1884));
-        assert!(parse_server("::1").is_err());
-        assert!(parse_server("h:0").is_err());
+        assert_eq!(
+            parse_server("127.0.0.1:11883", false).unwrap(),
+            ("127.0.0.1".into(), 11883)
+        );
+        assert_eq!(parse_server("mqtt://broker", false).unwrap(), ("broker".into(), 1883));
+        assert_eq!(parse_server("[::1]:1884", false).unwrap(), ("::1".into(), 1884));
+        assert!(parse_server("::1", false).is_err());
+        assert!(parse_server("h:0", false).is_err());
+        assert_eq!(parse_server("broker", true).unwrap(), ("broker".into(), 8883));
+        assert_eq!(
+            parse_server("mqtts://broker:8884", true).unwrap(),
+            ("broker".into(), 8884)
+        );
+        assert!(parse_server("mqtts://broker", false).is_err());
+        assert!(parse_server("tcp://broker", true).is_err());
     }
 
     #[test]

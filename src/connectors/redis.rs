@@ -10,6 +10,8 @@
 //! password = "secret"             # optional
 //! pool_size = 8                   # connections, each multiplexed (common setting, default 8)
 //! batch_size = 10                 # > 1: up to this many commands per pipeline
+//! # TLS (rediss://; see connectors::tls): verify = false accepts any certificate
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
 //! Rule action:
 //! ```toml
@@ -24,6 +26,10 @@
 //! ONE argument: a value with spaces, quotes or `"; FLUSHALL` stays one argument and is
 //! never split again or read as a command. The first word, the command name, must be
 //! literal. A missing value renders `undefined` (as EMQX does).
+//!
+//! TLS: the redis crate's rustls (ring): `cacertfile` replaces the default roots (Mozilla's,
+//! webpki-roots); `verify = false` is the crate's insecure mode (no certificate check, no
+//! SNI); the client certificate is sent when the server asks (`tls-auth-clients yes`).
 //!
 //! Errors: a connection error or a timeout is retried (the connection is dropped and
 //! reopened); an error reply of Redis (`WRONGTYPE ...`, `ERR ...`) is not retried and is
@@ -96,9 +102,7 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
     if username.is_some() && password.is_none() {
         return Err(f.error("username", "a username needs a `password`"));
     }
-    if common.tls.enable == Some(true) {
-        return Err(f.error("tls", "TLS is not supported by the redis connector yet"));
-    }
+    let tls = super::tls::enabled(&common.tls).map_err(|r| f.error(r.key, r.message))?;
     let mut redis_info = RedisConnectionInfo::default().set_db(database);
     if let Some(u) = &username {
         redis_info = redis_info.set_username(u);
@@ -106,18 +110,50 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
     if let Some(p) = &password {
         redis_info = redis_info.set_password(p);
     }
-    let info: ConnectionInfo = ConnectionAddr::Tcp(host.clone(), port)
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port,
+            // rediss:// without verification: any certificate (see connectors::tls).
+            insecure: !common.tls.verify,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.clone(), port)
+    };
+    let info: ConnectionInfo = addr
         .into_connection_info()
         .map_err(|e| f.error("server", e))?
         .set_redis_settings(redis_info);
-    let client = redis::Client::open(info).map_err(|e| f.error("server", e))?;
+    let client = if tls {
+        let files = &common.tls.files;
+        let client_tls = match (&files.cert_pem, &files.key_pem) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                client_cert: c.clone(),
+                client_key: k.clone(),
+            }),
+            _ => None,
+        };
+        let certs = redis::TlsCertificates {
+            client_tls,
+            // None: the webpki roots.
+            root_cert: files.ca_pem.clone(),
+        };
+        redis::Client::build_with_tls(info, certs).map_err(|e| f.error("tls", e))?
+    } else {
+        redis::Client::open(info).map_err(|e| f.error("server", e))?
+    };
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(common.connect_timeout))
         .set_response_timeout(Some(common.request_timeout));
     Ok(Arc::new(Redis {
         client,
         config,
-        server: format!("{host}:{port}"),
+        server: if tls {
+            format!("rediss://{host}:{port}")
+        } else {
+            format!("{host}:{port}")
+        },
         pool: Mutex::new(Vec::new()),
         next: AtomicUsize::new(0),
         pool_size: common.pool_size.max(1),
@@ -515,8 +551,13 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let e = load("type = \"redis\"\nusername = \"u\"\n").unwrap_err();
         assert!(e.message.contains("needs a `password`"), "{e}");
-        let e = load("type = \"redis\"\ntls = { enable = true }\n").unwrap_err();
-        assert!(e.message.contains("TLS is not supported"), "{e}");
+        let d = load("type = \"redis\"\ntls = { enable = true, verify = false }\n").unwrap();
+        assert_eq!(d.kind, "redis");
+        let e = load("type = \"redis\"\ntls = { verify = false }\n").unwrap_err();
+        assert!(e.message.contains("without `enable = true`"), "{e}");
+        let e = load("type = \"redis\"\ntls = { enable = true, cacertfile = \"/nonexistent/ca.pem\" }\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 37), "{e}");
+        assert!(e.message.contains("cannot read /nonexistent/ca.pem"), "{e}");
         let e = load("type = \"redis\"\nservr = \"h\"\n").unwrap_err();
         assert_eq!((e.line, e.col), (2, 1), "{e}");
     }

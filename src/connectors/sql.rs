@@ -11,7 +11,13 @@
 //! pool_size = 8                     # connections (PGlite-based TimescaleDB: 1)
 //! connect_timeout = "5s"
 //! request_timeout = "15s"           # one batch, all statements
+//! # TLS (see connectors::tls): verify = true is sslmode verify-full / VERIFY_IDENTITY,
+//! # verify = false is require / REQUIRED (any certificate); off: disable / DISABLED
+//! tls = { enable = true, verify = true, cacertfile = "ca.pem", certfile = "client.pem", keyfile = "client.key" }
 //! ```
+//! TLS is sqlx's rustls (ring): `cacertfile` is trusted besides the default roots
+//! (Mozilla's, webpki-roots); `certfile` / `keyfile` are the client certificate (e.g. for a
+//! MariaDB user `REQUIRE X509` or PostgreSQL `clientcert=verify-full`).
 //! Rule action:
 //! ```toml
 //! [[rules.actions]]
@@ -257,9 +263,7 @@ fn parse(
     let database = f.req_string("database")?.value;
     let username = f.req_string("username")?.value;
     let password = f.string("password")?.map(|p| p.value);
-    if c.tls.enable == Some(true) {
-        return Err(f.error("tls", "TLS is not supported by the SQL connectors yet"));
-    }
+    let tls = super::tls::enabled(&c.tls).map_err(|r| f.error(r.key, r.message))?;
     let options = match dialect {
         Dialect::Postgres => {
             let mut o = PgConnectOptions::new_without_pgpass()
@@ -267,24 +271,22 @@ fn parse(
                 .port(port)
                 .database(&database)
                 .username(&username)
-                .ssl_mode(PgSslMode::Disable)
                 .application_name("junction");
             if let Some(p) = &password {
                 o = o.password(p);
             }
-            Options::Pg(o)
+            Options::Pg(pg_tls(o, tls, &c.tls))
         }
         Dialect::MySql => {
             let mut o = MySqlConnectOptions::new()
                 .host(&host)
                 .port(port)
                 .database(&database)
-                .username(&username)
-                .ssl_mode(MySqlSslMode::Disabled);
+                .username(&username);
             if let Some(p) = &password {
                 o = o.password(p);
             }
-            Options::My(o)
+            Options::My(my_tls(o, tls, &c.tls))
         }
     };
     Ok(Arc::new(SqlConnector {
@@ -296,6 +298,46 @@ fn parse(
         request_timeout: c.request_timeout,
         pool: RwLock::new(None),
     }))
+}
+
+/// PostgreSQL's TLS: `sslmode=disable` without TLS, `verify-full` (chain and host name)
+/// with `verify = true`, `require` (any certificate) with `verify = false`.
+fn pg_tls(o: PgConnectOptions, enable: bool, tls: &super::file::TlsSettings) -> PgConnectOptions {
+    if !enable {
+        return o.ssl_mode(PgSslMode::Disable);
+    }
+    let mut o = o.ssl_mode(if tls.verify {
+        PgSslMode::VerifyFull
+    } else {
+        PgSslMode::Require
+    });
+    if let Some(ca) = &tls.files.ca_pem {
+        o = o.ssl_root_cert_from_pem(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.files.cert_pem, &tls.files.key_pem) {
+        o = o.ssl_client_cert_from_pem(cert).ssl_client_key_from_pem(key);
+    }
+    o
+}
+
+/// MySQL's TLS: `DISABLED` without TLS, `VERIFY_IDENTITY` (chain and host name) with
+/// `verify = true`, `REQUIRED` (any certificate) with `verify = false`.
+fn my_tls(o: MySqlConnectOptions, enable: bool, tls: &super::file::TlsSettings) -> MySqlConnectOptions {
+    if !enable {
+        return o.ssl_mode(MySqlSslMode::Disabled);
+    }
+    let mut o = o.ssl_mode(if tls.verify {
+        MySqlSslMode::VerifyIdentity
+    } else {
+        MySqlSslMode::Required
+    });
+    if let Some(ca) = &tls.files.ca_pem {
+        o = o.ssl_ca_from_pem(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.files.cert_pem, &tls.files.key_pem) {
+        o = o.ssl_client_cert_from_pem(cert).ssl_client_key_from_pem(key);
+    }
+    o
 }
 
 /// Parses an action's `sql` template into a statement with parameters.
@@ -568,6 +610,20 @@ fn clip(mut s: String) -> String {
         s.push('…');
     }
     s
+}
+
+/// A failed connect: always `disconnected`; a failed TLS handshake (rustls's error inside
+/// an I/O error) says so.
+fn connect_error(e: sqlx::Error) -> SendError {
+    if let sqlx::Error::Io(io) = &e {
+        let tls = io
+            .get_ref()
+            .is_some_and(|i| i.downcast_ref::<tokio_rustls::rustls::Error>().is_some());
+        if tls {
+            return SendError::disconnected(clip(format!("cannot connect: TLS handshake failed: {io}")));
+        }
+    }
+    SendError::disconnected(format!("cannot connect: {}", classify(e).message))
 }
 
 /// Sorts a sqlx error into retryable or not.
@@ -916,7 +972,7 @@ impl SqlConnector {
                     .acquire_timeout(self.request_timeout.max(self.connect_timeout))
                     .connect_with(o.clone())
                     .await
-                    .map_err(|e| SendError::disconnected(format!("cannot connect: {}", classify(e).message)))?,
+                    .map_err(connect_error)?,
             ),
             Options::My(o) => Pool::My(
                 MySqlPoolOptions::new()
@@ -924,7 +980,7 @@ impl SqlConnector {
                     .acquire_timeout(self.request_timeout.max(self.connect_timeout))
                     .connect_with(o.clone())
                     .await
-                    .map_err(|e| SendError::disconnected(format!("cannot connect: {}", classify(e).message)))?,
+                    .map_err(connect_error)?,
             ),
         };
         let old = self.pool.write().replace(pool);
@@ -1103,5 +1159,34 @@ mod tests {
         let t = as_time(&Value::Int(1_700_000_000_123)).unwrap();
         assert_eq!(t.timestamp_millis(), 1_700_000_000_123);
         assert!(as_time(&Value::str("2024-01-02T03:04:05Z")).is_some());
+    }
+
+    #[test]
+    fn tls_settings_map_to_ssl_modes() {
+        let mut t = crate::connectors::file::TlsSettings {
+            verify: true,
+            ..Default::default()
+        };
+        let pg = |enable, t: &crate::connectors::file::TlsSettings| {
+            pg_tls(PgConnectOptions::new_without_pgpass(), enable, t).get_ssl_mode()
+        };
+        let my = |enable, t: &crate::connectors::file::TlsSettings| {
+            my_tls(MySqlConnectOptions::new(), enable, t).get_ssl_mode()
+        };
+        assert!(matches!(pg(false, &t), PgSslMode::Disable));
+        assert!(matches!(my(false, &t), MySqlSslMode::Disabled));
+        assert!(matches!(pg(true, &t), PgSslMode::VerifyFull));
+        assert!(matches!(my(true, &t), MySqlSslMode::VerifyIdentity));
+        t.verify = false;
+        assert!(matches!(pg(true, &t), PgSslMode::Require));
+        assert!(matches!(my(true, &t), MySqlSslMode::Required));
+        let load = |text: &str| {
+            crate::connectors::file::load_str(std::path::Path::new("connectors/pg.toml"), text).map(|d| d.kind)
+        };
+        let base = "type = \"postgres\"\nserver = \"h\"\ndatabase = \"d\"\nusername = \"u\"\n";
+        assert_eq!(load(&format!("{base}tls = {{ enable = true }}\n")).unwrap(), "postgres");
+        let e = load(&format!("{base}tls = {{ enable = true, keyfile = \"k.pem\" }}\n")).unwrap_err();
+        assert_eq!((e.line, e.col), (5, 34), "{e}");
+        assert!(e.message.contains("needs a `certfile`"), "{e}");
     }
 }

@@ -6,7 +6,7 @@
 //! type = "webhook"
 //! url = "https://hooks.example.com/api"      # base URL; an action's `path` is appended
 //! headers = { authorization = "Bearer x" }   # sent with every request
-//! tls = { verify = true, cacertfile = "ca.pem" }
+//! tls = { verify = true, cacertfile = "ca.pem" }   # certfile, keyfile: mutual TLS (see connectors::tls)
 //! ```
 //! Rule action:
 //! ```toml
@@ -100,6 +100,15 @@ pub fn parse(f: &mut Fields<'_, '_>, common: &CommonSettings) -> Result<Arc<dyn 
         let cert = reqwest::Certificate::from_pem(&pem)
             .map_err(|e| f.error("tls", format!("bad certificate in {}: {e}", ca.display())))?;
         b = b.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&common.tls.files.cert_pem, &common.tls.files.key_pem) {
+        // Mutual TLS: reqwest takes the key and the chain as one PEM.
+        let mut pem = key.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(cert);
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| f.error("tls", format!("bad client certificate or key: {e}")))?;
+        b = b.identity(id);
     }
     let client = b
         .build()
