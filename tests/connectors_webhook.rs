@@ -575,3 +575,78 @@ async fn disk_mode_past_max_buffer_bytes_the_oldest_are_dropped_and_counted() {
     assert_eq!(got.last(), Some(&(N - 1)));
     b.running.stop().await;
 }
+
+/// A connector file is hot-reloaded: pointed at another server it restarts and delivers
+/// what it had queued; a broken file is refused with file:line:col and the running
+/// connector carries on.
+#[tokio::test]
+async fn a_changed_connector_file_restarts_it_with_its_queue_and_a_bad_one_is_refused() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conns = dir.path().join("connectors");
+    write(
+        &conns,
+        "hook.toml",
+        &connector(dead, "inflight_window = 1\nqueue_len = 10\nconnect_timeout = \"1s\""),
+    );
+    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
+    let c = conns.display().to_string();
+    let b = common::start_in(
+        dir.path(),
+        &[
+            ("JUNCTION_CONNECTORS__DIR", c.as_str()),
+            ("JUNCTION_RULE_ENGINE__RELOAD_INTERVAL", "50ms"),
+        ],
+    )
+    .await;
+    const N: i64 = 50;
+    publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
+    wait_metrics(&b, "hook", "queued", |m| n(m, "queuing") == N as u64).await;
+
+    // The same connector, now at a server that answers: what was queued arrives, in order.
+    let (hook, live) = start_hook().await;
+    write(
+        &conns,
+        "hook.toml",
+        &connector(live, "inflight_window = 1\nqueue_len = 10\nconnect_timeout = \"1s\""),
+    );
+    let m = wait_metrics(&b, "hook", "delivered after the file changed", |m| {
+        n(m, "success") == N as u64
+    })
+    .await;
+    assert_eq!(n(&m, "dropped") + n(&m, "failed"), 0, "{m}");
+    let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+
+    // A broken file: refused with its position, the running connector keeps delivering.
+    write(
+        &conns,
+        "hook.toml",
+        &format!("{}\nbatch_size = \"many\"\n", connector(dead, "")),
+    );
+    let status_url = format!("http://{}/api/v5/rule_engine", b.http);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let st: Value = reqwest::get(&status_url).await.unwrap().json().await.unwrap();
+        if st.to_string().contains("hook.toml:") {
+            break st;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no refusal reported: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = status.to_string();
+    assert!(text.contains("hook.toml:7:14"), "{text}");
+    publish_all(&b, "data/x", (N..2 * N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
+    wait_metrics(&b, "hook", "still delivering", |m| n(m, "success") == 2 * N as u64).await;
+    let list: Value = reqwest::get(format!("http://{}/api/v5/connectors", b.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["status"], "connected", "{list}");
+    b.running.stop().await;
+}

@@ -127,6 +127,8 @@ pub struct ConnectorDef {
     pub runtime: RuntimeSettings,
     pub connector: Arc<dyn Connector>,
     pub file: PathBuf,
+    /// A hash of the file's text: a reload restarts the connectors whose text changed.
+    pub source: u64,
 }
 
 impl std::fmt::Debug for ConnectorDef {
@@ -287,6 +289,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<ConnectorDef, FileError> {
         runtime: rt,
         connector,
         file: path.to_path_buf(),
+        source: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        },
     })
 }
 

@@ -86,9 +86,35 @@ struct ConnRt {
     /// A send saw the connection go: the health task reconnects.
     kick: Notify,
     last_error: Mutex<Option<String>>,
+    /// Cancelled when the set shuts down, or when a reload replaces or removes the file.
+    stop: CancellationToken,
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl ConnRt {
+    /// Not connecting yet: see [`ConnRt::spawn`].
+    fn new(def: ConnectorDef, parent: &CancellationToken) -> Arc<ConnRt> {
+        let (health, _) = watch::channel(Health::Connecting);
+        Arc::new(ConnRt {
+            def,
+            health,
+            kick: Notify::new(),
+            last_error: Mutex::new(None),
+            stop: parent.child_token(),
+            started: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Starts connecting (once).
+    fn spawn(self: &Arc<Self>, handle: Option<&tokio::runtime::Handle>) {
+        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        if let Some(h) = handle {
+            h.spawn(run_health(self.clone(), self.stop.clone()));
+        }
+    }
+
     fn mark_disconnected(&self, message: &str) {
         *self.last_error.lock() = Some(message.to_string());
         let was = self.health.send_replace(Health::Disconnected);
@@ -283,7 +309,8 @@ impl State {
 pub struct ActionRuntime {
     pub rule_id: Arc<str>,
     pub index: usize,
-    conn: Arc<ConnRt>,
+    /// Replaced when a reload changes the connector's file (same name): the queue stays.
+    conn: Mutex<Arc<ConnRt>>,
     settings: Mutex<Arc<dyn ActionSettings>>,
     rule_metrics: Mutex<Arc<RuleMetrics>>,
     state: Mutex<State>,
@@ -298,12 +325,16 @@ impl fmt::Debug for ActionRuntime {
         f.debug_struct("ActionRuntime")
             .field("rule_id", &self.rule_id)
             .field("index", &self.index)
-            .field("connector", &self.conn.def.name)
+            .field("connector", &self.conn().def.name)
             .finish_non_exhaustive()
     }
 }
 
 impl ActionRuntime {
+    fn conn(&self) -> Arc<ConnRt> {
+        self.conn.lock().clone()
+    }
+
     /// A consistent snapshot of the counters.
     pub fn metrics(&self) -> ActionMetrics {
         let st = self.state.lock();
@@ -348,33 +379,39 @@ fn backoff(s: &RuntimeSettings, attempt: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
 }
 
+/// Waits until `conn` is connected; false when it is stopped (replaced by a reload).
 async fn wait_connected(conn: &ConnRt) -> bool {
     let mut rx = conn.health.subscribe();
     loop {
         if *rx.borrow_and_update() == Health::Connected {
             return true;
         }
-        if rx.changed().await.is_err() {
-            return false;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return false },
+            () = conn.stop.cancelled() => return false,
         }
     }
 }
 
 /// Sends one batch, retrying retryable errors; settles the counters.
 async fn deliver(rt: Arc<ActionRuntime>, start: u64, batch: Vec<Arc<Map>>) {
-    let s = &rt.conn.def.runtime;
     let n = batch.len() as u64;
     let mut attempt: u32 = 0;
     let outcome = loop {
-        if !wait_connected(&rt.conn).await {
-            return;
+        // The connector of this attempt (a reload may have replaced it since the last one).
+        let conn = rt.conn();
+        let s = &conn.def.runtime;
+        if !wait_connected(&conn).await {
+            // Stopped: a reload replaced it (the next attempt takes the new one).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
         let settings = rt.settings.lock().clone();
-        match rt.conn.def.connector.send_batch(&*settings, &batch).await {
+        match conn.def.connector.send_batch(&*settings, &batch).await {
             Ok(()) => break Ok(()),
             Err(e) => {
                 if e.disconnected {
-                    rt.conn.mark_disconnected(&e.message);
+                    conn.mark_disconnected(&e.message);
                 }
                 if !e.retryable || s.max_retries.is_some_and(|m| attempt >= m) {
                     break Err(e);
@@ -382,7 +419,7 @@ async fn deliver(rt: Arc<ActionRuntime>, start: u64, batch: Vec<Arc<Map>>) {
                 attempt += 1;
                 rt.state.lock().m.retried += n;
                 *rt.last_error.lock() = Some(e.message.clone());
-                tracing::debug!(rule = %rt.rule_id, connector = %rt.conn.def.name, attempt, error = %e, "Retrying a batch.");
+                tracing::debug!(rule = %rt.rule_id, connector = %conn.def.name, attempt, error = %e, "Retrying a batch.");
                 tokio::time::sleep(backoff(s, attempt)).await;
             }
         }
@@ -404,7 +441,7 @@ async fn deliver(rt: Arc<ActionRuntime>, start: u64, batch: Vec<Arc<Map>>) {
             rm.actions_failed_unknown.add(failed);
             rm.actions_success.add(n - failed);
             drop(st);
-            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = failed, error = %e, "Connector action failed.");
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn().def.name, outputs = failed, error = %e, "Connector action failed.");
             *rt.last_error.lock() = Some(e.message);
         }
     }
@@ -428,7 +465,7 @@ fn refill_from_disk(rt: &ActionRuntime) {
     let items = match read {
         Ok(items) => items,
         Err(e) => {
-            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, error = %e, "Disk buffer: cannot read back; retrying.");
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn().def.name, error = %e, "Disk buffer: cannot read back; retrying.");
             *rt.last_error.lock() = Some(format!("disk buffer: {e}"));
             return;
         }
@@ -455,17 +492,25 @@ fn refill_from_disk(rt: &ActionRuntime) {
     }
     drop(st);
     if lost > 0 {
-        tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = lost, "Disk buffer: outputs missing from the log are counted dropped.");
+        tracing::warn!(rule = %rt.rule_id, connector = %rt.conn().def.name, outputs = lost, "Disk buffer: outputs missing from the log are counted dropped.");
         rt.rule_metrics.lock().actions_discarded.add(lost);
     }
 }
 
 /// Takes batches from the queue into the in-flight window while connected.
 async fn run_action(rt: Arc<ActionRuntime>, shutdown: CancellationToken) {
-    let s = rt.conn.def.runtime.clone();
-    let mut health = rt.conn.health.subscribe();
+    let mut conn = rt.conn();
+    let mut s = conn.def.runtime.clone();
+    let mut health = conn.health.subscribe();
     let mut inflight = FuturesUnordered::new();
     loop {
+        let now = rt.conn();
+        if !Arc::ptr_eq(&now, &conn) {
+            // A reload replaced the connector: follow the new one.
+            conn = now;
+            s = conn.def.runtime.clone();
+            health = conn.health.subscribe();
+        }
         let connected = *health.borrow_and_update() == Health::Connected;
         let mut deadline = None;
         while connected && inflight.len() < s.inflight_window {
@@ -499,6 +544,10 @@ async fn run_action(rt: Arc<ActionRuntime>, shutdown: CancellationToken) {
             Some(()) = inflight.next(), if !inflight.is_empty() => {}
             () = rt.wake.notified() => {}
             r = health.changed() => if r.is_err() { return },
+            () = conn.stop.cancelled(), if !shutdown.is_cancelled() => {
+                // Replaced: wait for the rebind (a wake) rather than spin.
+                rt.wake.notified().await;
+            }
             () = tokio::time::sleep_until(due), if deadline.is_some() => {}
             () = shutdown.cancelled() => return,
         }
@@ -587,7 +636,12 @@ async fn run_health(c: Arc<ConnRt>, shutdown: CancellationToken) {
 type ActionKey = (Arc<str>, usize);
 
 struct Inner {
-    conns: BTreeMap<Arc<str>, Arc<ConnRt>>,
+    conns: parking_lot::RwLock<BTreeMap<Arc<str>, Arc<ConnRt>>>,
+    /// A reload in progress: the connectors rules are parsed against ([`ConnectorSet::stage`]).
+    staged: Mutex<Option<BTreeMap<Arc<str>, Arc<ConnRt>>>>,
+    /// The folder the connectors were loaded from (watched for changes).
+    dir: Option<PathBuf>,
+    ingress: Mutex<Option<Arc<dyn super::IngressSink>>>,
     actions: Mutex<HashMap<ActionKey, Arc<ActionRuntime>>>,
     shutdown: CancellationToken,
     handle: Option<tokio::runtime::Handle>,
@@ -654,7 +708,7 @@ fn persist(rt: &ActionRuntime) -> Option<std::fs::File> {
             st.written += batch.len() as u64;
         }
         Err(e) => {
-            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, error = %e, "Disk buffer: cannot write; retrying.");
+            tracing::warn!(rule = %rt.rule_id, connector = %rt.conn().def.name, error = %e, "Disk buffer: cannot write; retrying.");
             *rt.last_error.lock() = Some(format!("disk buffer: {e}"));
         }
     }
@@ -663,7 +717,7 @@ fn persist(rt: &ActionRuntime) -> Option<std::fs::File> {
             let d = rt.state.lock().drop_below(floor);
             if d > 0 {
                 rt.rule_metrics.lock().actions_discarded.add(d);
-                tracing::warn!(rule = %rt.rule_id, connector = %rt.conn.def.name, outputs = d, "Disk buffer full: the oldest outputs are dropped.");
+                tracing::warn!(rule = %rt.rule_id, connector = %rt.conn().def.name, outputs = d, "Disk buffer full: the oldest outputs are dropped.");
             }
         }
         Ok(None) => {}
@@ -734,7 +788,10 @@ impl ConnectorSet {
     pub fn empty() -> ConnectorSet {
         ConnectorSet {
             inner: Arc::new(Inner {
-                conns: BTreeMap::new(),
+                conns: Default::default(),
+                staged: Mutex::new(None),
+                dir: None,
+                ingress: Mutex::new(None),
                 actions: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 handle: None,
@@ -750,7 +807,11 @@ impl ConnectorSet {
         buffers: Option<BufferOptions>,
         shutdown: CancellationToken,
     ) -> Result<ConnectorSet, Vec<FileError>> {
-        Ok(Self::start_with(file::load_dir(dir)?, buffers, shutdown))
+        let mut set = Self::start_with(file::load_dir(dir)?, buffers, shutdown);
+        if let Some(inner) = Arc::get_mut(&mut set.inner) {
+            inner.dir = Some(dir.to_path_buf());
+        }
+        Ok(set)
     }
 
     /// Starts `defs` with every action buffered in memory.
@@ -767,21 +828,16 @@ impl ConnectorSet {
         let handle = tokio::runtime::Handle::try_current().ok();
         let mut conns = BTreeMap::new();
         for def in defs {
-            let (health, _) = watch::channel(Health::Connecting);
-            let c = Arc::new(ConnRt {
-                def,
-                health,
-                kick: Notify::new(),
-                last_error: Mutex::new(None),
-            });
-            if let Some(h) = &handle {
-                h.spawn(run_health(c.clone(), shutdown.clone()));
-            }
+            let c = ConnRt::new(def, &shutdown);
+            c.spawn(handle.as_ref());
             conns.insert(c.def.name.clone(), c);
         }
         ConnectorSet {
             inner: Arc::new(Inner {
-                conns,
+                conns: parking_lot::RwLock::new(conns),
+                staged: Mutex::new(None),
+                dir: None,
+                ingress: Mutex::new(None),
                 actions: Mutex::new(HashMap::new()),
                 shutdown,
                 handle,
@@ -817,11 +873,12 @@ impl ConnectorSet {
         let actions: Vec<Arc<ActionRuntime>> = self.inner.actions.lock().values().cloned().collect();
         self.inner
             .conns
+            .read()
             .values()
             .map(|c| {
                 let mut list: Vec<ActionInfo> = actions
                     .iter()
-                    .filter(|a| Arc::ptr_eq(&a.conn, c))
+                    .filter(|a| Arc::ptr_eq(&a.conn(), c))
                     .map(|a| ActionInfo {
                         rule_id: a.rule_id.clone(),
                         index: a.index,
@@ -914,9 +971,26 @@ impl ConnectorSet {
 
     /// Hands every connector the sink for what it receives (the MQTT bridge's ingress).
     pub fn set_ingress(&self, sink: Arc<dyn super::IngressSink>) {
-        for c in self.inner.conns.values() {
+        for c in self.inner.conns.read().values() {
             c.def.connector.set_ingress(sink.clone());
         }
+        *self.inner.ingress.lock() = Some(sink);
+    }
+
+    /// The connector named `name`: of the reload in progress if there is one, else live.
+    fn lookup(&self, name: &str) -> Option<Arc<ConnRt>> {
+        if let Some(staged) = self.inner.staged.lock().as_ref() {
+            return staged.get(name).cloned();
+        }
+        self.inner.conns.read().get(name).cloned()
+    }
+
+    /// The connectors of the reload in progress, or the live ones.
+    fn current(&self) -> Vec<Arc<ConnRt>> {
+        if let Some(staged) = self.inner.staged.lock().as_ref() {
+            return staged.values().cloned().collect();
+        }
+        self.inner.conns.read().values().cloned().collect()
     }
 
     /// Stops every action runtime and connector (outputs in memory-mode queues are lost).
@@ -977,9 +1051,17 @@ impl ExternalAction for ConnAction {
         let key: ActionKey = (Arc::from(rule_id), index);
         let mut map = self.set.inner.actions.lock();
         if let Some(rt) = map.get(&key) {
-            if Arc::ptr_eq(&rt.conn, &self.conn) {
+            let old = rt.conn();
+            if old.def.name == self.conn.def.name {
+                // The same connector, or its file changed (a reload replaced it): the
+                // queue, its disk log and the metrics carry on with the new settings.
+                if !Arc::ptr_eq(&old, &self.conn) {
+                    *rt.conn.lock() = self.conn.clone();
+                    rt.state.lock().cap = self.conn.def.runtime.queue_len.max(1);
+                }
                 *rt.settings.lock() = self.settings.clone();
                 *rt.rule_metrics.lock() = metrics;
+                rt.wake.notify_one();
                 return rt.clone();
             }
             rt.close();
@@ -1011,7 +1093,7 @@ impl ExternalAction for ConnAction {
         let rt = Arc::new(ActionRuntime {
             rule_id: key.0.clone(),
             index,
-            conn: self.conn.clone(),
+            conn: Mutex::new(self.conn.clone()),
             settings: Mutex::new(self.settings.clone()),
             rule_metrics: Mutex::new(metrics),
             state: Mutex::new(state),
@@ -1043,11 +1125,10 @@ impl ConnectorCatalog for ConnectorSet {
         let (kind, _) = registry::find(ty)?;
         Some((|| {
             let name = f.req_string("connector")?;
-            let Some(conn) = self.inner.conns.get(name.value.as_str()) else {
-                let known: Vec<&str> = self
-                    .inner
-                    .conns
-                    .values()
+            let Some(conn) = self.lookup(name.value.as_str()) else {
+                let all = self.current();
+                let known: Vec<&str> = all
+                    .iter()
                     .filter(|c| c.def.kind == kind)
                     .map(|c| &*c.def.name)
                     .collect();
@@ -1085,11 +1166,10 @@ impl ConnectorCatalog for ConnectorSet {
     }
 
     fn check_bridge(&self, name: &str) -> Result<(), String> {
-        let Some(c) = self.inner.conns.get(name) else {
-            let known: Vec<&str> = self
-                .inner
-                .conns
-                .values()
+        let Some(c) = self.lookup(name) else {
+            let all = self.current();
+            let known: Vec<&str> = all
+                .iter()
                 .filter(|c| c.def.kind == "mqtt")
                 .map(|c| &*c.def.name)
                 .collect();
@@ -1111,6 +1191,57 @@ impl ConnectorCatalog for ConnectorSet {
             ));
         }
         Ok(())
+    }
+
+    fn watched(&self) -> Option<PathBuf> {
+        self.inner.dir.clone()
+    }
+
+    /// Reads the connector files again: an unchanged file keeps its running connector, a
+    /// changed or new one gets a new connector that starts only on [`Self::commit`].
+    fn stage(&self) -> Result<(), Vec<FileError>> {
+        let Some(dir) = &self.inner.dir else { return Ok(()) };
+        let defs = file::load_dir(dir)?;
+        let live = self.inner.conns.read();
+        let mut next = BTreeMap::new();
+        for def in defs {
+            let c = match live.get(&def.name) {
+                Some(c) if c.def.source == def.source && c.def.kind == def.kind => c.clone(),
+                _ => ConnRt::new(def, &self.inner.shutdown),
+            };
+            next.insert(c.def.name.clone(), c);
+        }
+        *self.inner.staged.lock() = Some(next);
+        Ok(())
+    }
+
+    /// Swaps the staged connectors in: new ones start, replaced and removed ones stop (the
+    /// actions of a replaced one already moved to its successor, with their queues).
+    fn commit(&self) {
+        let Some(next) = self.inner.staged.lock().take() else {
+            return;
+        };
+        let ingress = self.inner.ingress.lock().clone();
+        let mut live = self.inner.conns.write();
+        for (name, old) in live.iter() {
+            if !next.get(name).is_some_and(|n| Arc::ptr_eq(n, old)) {
+                tracing::info!(connector = %name, "Connector stopped (file changed or removed).");
+                old.stop.cancel();
+            }
+        }
+        for c in next.values() {
+            if !c.started.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(sink) = &ingress {
+                    c.def.connector.set_ingress(sink.clone());
+                }
+                c.spawn(self.inner.handle.as_ref());
+            }
+        }
+        *live = next;
+    }
+
+    fn abort(&self) {
+        self.inner.staged.lock().take();
     }
 
     fn retain_actions(&self, live: &[(Arc<str>, usize)]) {
@@ -1210,6 +1341,7 @@ mod tests {
                 runtime: RuntimeSettings::default(),
                 connector: Arc::new(Fake),
                 file: "connectors/remote.toml".into(),
+                source: 0,
             }],
             CancellationToken::new(),
         );

@@ -101,6 +101,19 @@ pub trait ConnectorCatalog: Send + Sync {
     fn check_bridge(&self, _name: &str) -> Result<(), String> {
         Ok(())
     }
+    /// The folder of connector files a reload should watch, if any.
+    fn watched(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// A reload begins: read the connector files again (rules are then parsed against
+    /// them). `Err`: a bad connector file; the reload is refused.
+    fn stage(&self) -> Result<(), Vec<FileError>> {
+        Ok(())
+    }
+    /// The reload's rules are good: the staged connectors go live.
+    fn commit(&self) {}
+    /// The reload was refused: the staged connectors are dropped, the live ones keep running.
+    fn abort(&self) {}
 }
 
 /// No connectors (tools that load rules without a running broker).

@@ -335,7 +335,12 @@ impl RuleEngine {
         let s = &self.shared;
         let _one_at_a_time = s.reloading.lock();
         *s.seen.lock() = self.fingerprint();
-        let result = self.build();
+        // Connector files first: rules are parsed against the connectors they name.
+        let result = s.connectors.stage().and_then(|()| self.build());
+        match &result {
+            Ok(_) => s.connectors.commit(),
+            Err(_) => s.connectors.abort(),
+        }
         let mut st = s.status.lock();
         match result {
             Ok((set, defs)) => {
@@ -589,7 +594,12 @@ impl RuleEngine {
     /// Modification state of the watched files (`*.toml` rules, `*.rhai` functions).
     fn fingerprint(&self) -> Fingerprint {
         let c = &self.shared.cfg;
-        fingerprint(&[(c.rules_dir.as_path(), "toml"), (c.functions_dir.as_path(), "rhai")])
+        let connectors = self.shared.connectors.watched();
+        let mut dirs = vec![(c.rules_dir.as_path(), "toml"), (c.functions_dir.as_path(), "rhai")];
+        if let Some(d) = &connectors {
+            dirs.push((d.as_path(), "toml"));
+        }
+        fingerprint(&dirs)
     }
 }
 
