@@ -132,6 +132,32 @@ pub trait Connector: Send + Sync + 'static {
     fn feeds_rules(&self) -> bool {
         false
     }
+    /// Parses a read query (subscription by broker): a template whose `${...}` are bound
+    /// as parameters (SQL) or as whole arguments (Redis) when it runs, never spliced into
+    /// its text. Default: this connector type runs no queries.
+    fn parse_query(&self, _text: &str) -> Result<Arc<dyn ActionSettings>, QueryError> {
+        Err(QueryError::Unsupported)
+    }
+    /// Runs a query from [`Connector::parse_query`] with `vars` bound (`${clientid}`, ...):
+    /// the rows it returned, by column name (see each connector type for its shape).
+    fn query<'a>(
+        &'a self,
+        _query: &'a dyn ActionSettings,
+        _vars: &'a Map,
+    ) -> BoxFuture<'a, Result<Vec<Map>, SendError>> {
+        Box::pin(async { Err(SendError::fatal("this connector type runs no queries")) })
+    }
+}
+
+/// Why [`Connector::parse_query`] refused a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The connector type runs no queries.
+    #[error("this connector type runs no queries")]
+    Unsupported,
+    /// The query does not parse (the message says where and why).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Where connectors hand what they receive from their servers. Implemented by the
