@@ -37,6 +37,8 @@ pub enum AppError {
     Rules(#[from] crate::rules::engine::LoadErrors),
     #[error("connectors refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Connectors(Vec<crate::config::walk::FileError>),
+    #[error(transparent)]
+    SubscribeByBroker(#[from] crate::connectors::subscribe::SubscribeByBrokerError),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
     Http { addr: SocketAddr, source: std::io::Error },
 }
@@ -208,10 +210,17 @@ async fn start_services(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(Option<RuleEngine>, Option<ConnectorSet>, Vec<BoundAddr>), AppError> {
-    let connectors = match engine_rx {
-        Some(_) => Some(ConnectorSet::load(&cfg.connectors.dir, shutdown.clone()).map_err(AppError::Connectors)?),
-        None => None,
+    // Connectors serve the rule engine's actions and subscription by broker.
+    let by_broker = &cfg.mqtt.subscribe_by_broker;
+    let connectors = if engine_rx.is_some() || !by_broker.is_empty() {
+        Some(ConnectorSet::load(&cfg.connectors.dir, shutdown.clone()).map_err(AppError::Connectors)?)
+    } else {
+        None
     };
+    if let Some(set) = connectors.as_ref().filter(|_| !by_broker.is_empty()) {
+        let sources = crate::connectors::subscribe::build(by_broker, set)?;
+        broker.set_subscription_sources(sources);
+    }
     let rules = match (engine_rx, &connectors) {
         (Some(rx), Some(set)) => {
             let started = RuleEngine::start_with(

@@ -31,6 +31,7 @@ pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod sql;
+pub mod subscribe;
 pub mod webhook;
 
 pub use file::{CommonSettings, ConnectorDef, RuntimeSettings};

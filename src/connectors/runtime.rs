@@ -629,6 +629,70 @@ impl ConnectorSet {
     }
 }
 
+/// A connector used for read queries outside rules (subscription by broker). Queries run
+/// only while the connector is connected: one made while it is still connecting waits for
+/// the first connect's outcome; a query that loses the connection marks the connector
+/// disconnected, so the health task reconnects.
+#[derive(Clone)]
+pub struct QueryTarget {
+    conn: Arc<ConnRt>,
+}
+
+impl ConnectorSet {
+    /// Connector `name`, for read queries.
+    pub fn query_target(&self, name: &str) -> Option<QueryTarget> {
+        self.inner.conns.get(name).map(|c| QueryTarget { conn: c.clone() })
+    }
+
+    /// The names of the connectors.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.inner.conns.keys().cloned().collect()
+    }
+}
+
+impl QueryTarget {
+    pub fn name(&self) -> &Arc<str> {
+        &self.conn.def.name
+    }
+
+    /// The connector's `type`.
+    pub fn kind(&self) -> &'static str {
+        self.conn.def.kind
+    }
+
+    /// Parses a query for this connector.
+    pub fn parse_query(&self, text: &str) -> Result<Arc<dyn ActionSettings>, super::QueryError> {
+        self.conn.def.connector.parse_query(text)
+    }
+
+    /// Runs `query` (from [`QueryTarget::parse_query`]) with `vars` bound.
+    pub async fn query(&self, query: &dyn ActionSettings, vars: &Map) -> Result<Vec<Map>, super::SendError> {
+        let mut health = self.conn.health.subscribe();
+        let now = *health
+            .wait_for(|h| *h != Health::Connecting)
+            .await
+            .map_err(|_| super::SendError::disconnected("the connector has stopped"))?;
+        if now != Health::Connected {
+            let why = self
+                .conn
+                .last_error
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "disconnected".into());
+            return Err(super::SendError::disconnected(format!(
+                "connector is disconnected: {why}"
+            )));
+        }
+        let r = self.conn.def.connector.query(query, vars).await;
+        if let Err(e) = &r {
+            if e.disconnected {
+                self.conn.mark_disconnected(&e.message);
+            }
+        }
+        r
+    }
+}
+
 /// A parsed connector action: the settings and the connector they are for.
 struct ConnAction {
     set: ConnectorSet,
