@@ -13,6 +13,10 @@
 //! - [`runtime::ConnectorSet`]: the loaded connectors and the per-action runtimes; it lives
 //!   across rule reloads, so a reload neither restarts a connector nor loses a queue.
 //!
+//! - Read queries ([`Connector::parse_query`], [`Connector::query`]; redis and the SQL
+//!   types): [`subscribe`] runs them for `mqtt.subscribe_by_broker`, through
+//!   [`runtime::QueryTarget`] (only while the connector is connected).
+//!
 //! The MQTT hot path never waits on any of this: the rule dispatcher hands outputs to
 //! `ActionRuntime::submit`, which never waits.
 
