@@ -383,13 +383,11 @@ async fn redis_hash_subscribes_the_client_and_a_resumed_session_looks_up_again()
 
     let dir = tempfile::tempdir().unwrap();
     // The default query (EMQX 4's `HGETALL mqtt:sub:${clientid}`) and a `${username}` one.
-    let sources = format!(
-        "[{{ connector = \"db\" }}, {{ connector = \"db\", query = 'HGETALL \"mqtt:usersub:${{username}}\"' }}]"
-    );
+    let sources = r#"[{ connector = "db" }, { connector = "db", query = 'HGETALL "mqtt:usersub:${username}"' }]"#;
     let b = broker(
         dir.path(),
         &format!("type = \"redis\"\nserver = \"{addr}\"\n"),
-        &sources,
+        sources,
         &[],
     )
     .await;
