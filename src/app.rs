@@ -37,6 +37,8 @@ pub enum AppError {
     Rules(#[from] crate::rules::engine::LoadErrors),
     #[error("connectors refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Connectors(Vec<crate::config::walk::FileError>),
+    #[error(transparent)]
+    SubscribeByBroker(#[from] crate::connectors::subscribe::SubscribeByBrokerError),
     #[error("cannot bind the HTTP listener to {addr}: {source}")]
     Http { addr: SocketAddr, source: std::io::Error },
 }
@@ -208,20 +210,25 @@ async fn start_services(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(Option<RuleEngine>, Option<ConnectorSet>, Vec<BoundAddr>), AppError> {
-    let connectors = match engine_rx {
-        Some(_) => {
-            // Connector actions keep their disk buffers next to the store.
-            let buffers = cfg.durable_storage.enable.then(|| crate::connectors::BufferOptions {
-                dir: cfg.node.data_dir.join("buffers"),
-                sync_interval: match cfg.durable_storage.sync_mode {
-                    config::SyncMode::EveryWrite => Duration::from_millis(10),
-                    config::SyncMode::Interval => cfg.durable_storage.sync_interval,
-                },
-            });
-            Some(ConnectorSet::load(&cfg.connectors.dir, buffers, shutdown.clone()).map_err(AppError::Connectors)?)
-        }
-        None => None,
+    // Connectors serve the rule engine's actions and subscription by broker.
+    let by_broker = &cfg.mqtt.subscribe_by_broker;
+    let connectors = if engine_rx.is_some() || !by_broker.is_empty() {
+        // Connector actions keep their disk buffers next to the store.
+        let buffers = cfg.durable_storage.enable.then(|| crate::connectors::BufferOptions {
+            dir: cfg.node.data_dir.join("buffers"),
+            sync_interval: match cfg.durable_storage.sync_mode {
+                config::SyncMode::EveryWrite => Duration::from_millis(10),
+                config::SyncMode::Interval => cfg.durable_storage.sync_interval,
+            },
+        });
+        Some(ConnectorSet::load(&cfg.connectors.dir, buffers, shutdown.clone()).map_err(AppError::Connectors)?)
+    } else {
+        None
     };
+    if let Some(set) = connectors.as_ref().filter(|_| !by_broker.is_empty()) {
+        let sources = crate::connectors::subscribe::build(by_broker, set)?;
+        broker.set_subscription_sources(sources);
+    }
     let rules = match (engine_rx, &connectors) {
         (Some(rx), Some(set)) => {
             let started = RuleEngine::start_with(

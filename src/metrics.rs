@@ -74,6 +74,12 @@ pub struct Metrics {
     pub events_dropped: Counter,
     /// `mqtt.auto_subscribe` topics refused (bad filter after substitution, not authorized...).
     pub auto_subscribe_failed: Counter,
+    /// Subscription by broker: lookups run (one per source and connecting client).
+    pub subscribe_by_broker_lookups: Counter,
+    /// Subscription by broker: lookups that failed or timed out (the client connected anyway).
+    pub subscribe_by_broker_failed: Counter,
+    /// Subscription by broker: looked-up entries not subscribed (unusable row, refused filter).
+    pub subscribe_by_broker_refused: Counter,
     /// Queued messages across all sessions.
     pub queued: Gauge,
     /// Store operations waiting to be written.
@@ -190,6 +196,24 @@ impl Metrics {
             "junction_auto_subscribe_failed_total",
             "Auto-subscribe topics refused.",
             self.auto_subscribe_failed.get(),
+        );
+        counter(
+            &mut s,
+            "junction_subscribe_by_broker_lookups_total",
+            "Subscription-by-broker lookups run.",
+            self.subscribe_by_broker_lookups.get(),
+        );
+        counter(
+            &mut s,
+            "junction_subscribe_by_broker_failed_total",
+            "Subscription-by-broker lookups that failed or timed out.",
+            self.subscribe_by_broker_failed.get(),
+        );
+        counter(
+            &mut s,
+            "junction_subscribe_by_broker_refused_total",
+            "Subscription-by-broker entries not subscribed (unusable or refused).",
+            self.subscribe_by_broker_refused.get(),
         );
         counter(
             &mut s,

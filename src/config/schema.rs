@@ -631,6 +631,13 @@ pub struct MqttConfig {
     /// after CONNACK, e.g. `[{ topic = "c/${clientid}/#", qos = 1 }]` (`${clientid}`,
     /// `${username}`, `${host}`, `${port}`; options `qos`, `rh`, `rap`, `nl` as EMQX).
     pub auto_subscribe: Vec<AutoSubscribe>,
+    /// `mqtt.subscribe_by_broker` (default `[]`; EMQX 4's "subscription by broker"):
+    /// subscriptions looked up for each client on connect, before the CONNACK, by a query of
+    /// a connector (`connectors/<name>.toml`: `redis`, `postgres`, `timescaledb`, `mysql`),
+    /// with `${clientid}` and `${username}` bound as parameters. One table or a list:
+    /// `{ connector = "pg", query = "SELECT topic, qos FROM mqtt_sub WHERE clientid = ${clientid}", timeout = "2s" }`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub subscribe_by_broker: Vec<SubscribeByBroker>,
 }
 
 impl Default for MqttConfig {
@@ -664,6 +671,7 @@ impl Default for MqttConfig {
             message_expiry_interval: None,
             response_information: String::new(),
             auto_subscribe: Vec::new(),
+            subscribe_by_broker: Vec::new(),
         }
     }
 }
@@ -914,4 +922,62 @@ pub struct AutoSubscribe {
     /// No local.
     #[serde(default)]
     pub nl: bool,
+}
+
+/// One entry of `mqtt.subscribe_by_broker`: which connector to ask, with what query, and
+/// how long the CONNACK may wait for the answer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeByBroker {
+    /// The connector's name (its file `connectors/<name>.toml`).
+    #[serde(deserialize_with = "units::non_empty")]
+    pub connector: String,
+    /// The query; `${clientid}` and `${username}` are bound as parameters. Default by the
+    /// connector's type: `HGETALL mqtt:sub:${clientid}` (redis, EMQX 4's layout: field =
+    /// topic, value = QoS), `SELECT topic, qos FROM mqtt_sub WHERE clientid = ${clientid}`
+    /// (postgres, timescaledb, mysql).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// How long the CONNACK waits for this lookup (default `"2s"`); a lookup that takes
+    /// longer is counted failed and the client connects without its subscriptions.
+    #[serde(default = "default_lookup_timeout", deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+}
+
+fn default_lookup_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn positive_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = units::duration(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be more than zero"));
+    }
+    Ok(v)
+}
+
+/// A table, or a list of tables.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table or a list of tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| vec![t])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(t) = seq.next_element()? {
+                out.push(t);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
 }

@@ -518,3 +518,36 @@ fn top_level_keys_match_schema() {
         format!("unknown key `zzzzzz` (expected one of: {})", TOP_LEVEL_KEYS.join(", "))
     );
 }
+
+#[test]
+fn subscribe_by_broker_is_a_table_or_a_list() {
+    let c = Config::from_toml_str(
+        "[mqtt]\nsubscribe_by_broker = { connector = \"pg\", query = \"SELECT topic FROM s WHERE c = ${clientid}\", timeout = \"500ms\" }\n",
+        "junction.toml",
+    )
+    .unwrap();
+    assert_eq!(c.mqtt.subscribe_by_broker.len(), 1);
+    assert_eq!(c.mqtt.subscribe_by_broker[0].connector, "pg");
+    assert_eq!(c.mqtt.subscribe_by_broker[0].timeout, Duration::from_millis(500));
+    let c = Config::from_toml_str(
+        "[[mqtt.subscribe_by_broker]]\nconnector = \"cache\"\n[[mqtt.subscribe_by_broker]]\nconnector = \"pg\"\n",
+        "junction.toml",
+    )
+    .unwrap();
+    assert_eq!(c.mqtt.subscribe_by_broker.len(), 2);
+    assert_eq!(c.mqtt.subscribe_by_broker[0].query, None);
+    assert_eq!(c.mqtt.subscribe_by_broker[1].timeout, Duration::from_secs(2));
+    let c = load_from_str(
+        "",
+        "junction.toml",
+        env(&[("JUNCTION_MQTT__SUBSCRIBE_BY_BROKER", "{ connector = \"r\" }")]),
+    )
+    .unwrap();
+    assert_eq!(c.mqtt.subscribe_by_broker[0].connector, "r");
+    let e = err("[mqtt]\nsubscribe_by_broker = { connector = \"pg\", timeout = \"0s\" }\n");
+    assert!(e.to_string().contains("more than zero"), "{e}");
+    let e = err("[mqtt]\nsubscribe_by_broker = { conector = \"pg\" }\n");
+    assert!(e.to_string().contains("conector"), "{e}");
+    let e = err("[mqtt]\nsubscribe_by_broker = \"pg\"\n");
+    assert!(e.to_string().contains("a table or a list of tables"), "{e}");
+}

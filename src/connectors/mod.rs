@@ -13,6 +13,10 @@
 //! - [`runtime::ConnectorSet`]: the loaded connectors and the per-action runtimes; it lives
 //!   across rule reloads, so a reload neither restarts a connector nor loses a queue.
 //!
+//! - Read queries ([`Connector::parse_query`], [`Connector::query`]; redis and the SQL
+//!   types): [`subscribe`] runs them for `mqtt.subscribe_by_broker`, through
+//!   [`runtime::QueryTarget`] (only while the connector is connected).
+//!
 //! The MQTT hot path never waits on any of this: the rule dispatcher hands outputs to
 //! `ActionRuntime::submit`, which never waits.
 
@@ -32,6 +36,7 @@ pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod sql;
+pub mod subscribe;
 pub mod tls;
 pub mod webhook;
 
@@ -134,6 +139,32 @@ pub trait Connector: Send + Sync + 'static {
     fn feeds_rules(&self) -> bool {
         false
     }
+    /// Parses a read query (subscription by broker): a template whose `${...}` are bound
+    /// as parameters (SQL) or as whole arguments (Redis) when it runs, never spliced into
+    /// its text. Default: this connector type runs no queries.
+    fn parse_query(&self, _text: &str) -> Result<Arc<dyn ActionSettings>, QueryError> {
+        Err(QueryError::Unsupported)
+    }
+    /// Runs a query from [`Connector::parse_query`] with `vars` bound (`${clientid}`, ...):
+    /// the rows it returned, by column name (see each connector type for its shape).
+    fn query<'a>(
+        &'a self,
+        _query: &'a dyn ActionSettings,
+        _vars: &'a Map,
+    ) -> BoxFuture<'a, Result<Vec<Map>, SendError>> {
+        Box::pin(async { Err(SendError::fatal("this connector type runs no queries")) })
+    }
+}
+
+/// Why [`Connector::parse_query`] refused a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The connector type runs no queries.
+    #[error("this connector type runs no queries")]
+    Unsupported,
+    /// The query does not parse (the message says where and why).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Where connectors hand what they receive from their servers. Implemented by the

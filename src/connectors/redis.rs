@@ -464,6 +464,15 @@ impl Connector for Redis {
         Ok(Arc::new(a))
     }
 
+    fn parse_query(&self, text: &str) -> Result<Arc<dyn ActionSettings>, super::QueryError> {
+        let a = parse_command(text).map_err(super::QueryError::Invalid)?;
+        Ok(Arc::new(a))
+    }
+
+    fn query<'a>(&'a self, q: &'a dyn ActionSettings, vars: &'a Map) -> BoxFuture<'a, Result<Vec<Map>, SendError>> {
+        async move { self.fetch(action(q)?, vars).await }.boxed()
+    }
+
     fn preview(&self, a: &dyn ActionSettings, out: &Map) -> serde_json::Value {
         let Ok(a) = action(a) else {
             return json!({"type": "redis", "error": "not a redis action"});
@@ -475,6 +484,71 @@ impl Connector for Redis {
                 .map(|t| serde_json::Value::String(String::from_utf8_lossy(&t.render_bytes(out)).into_owned())),
         );
         json!({"type": "redis", "server": self.server, "command": args})
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Read queries (subscription by broker)
+
+/// A reply element as a rule value (bulk strings as text when UTF-8).
+fn reply_value(v: &redis::Value) -> crate::rules::value::Value {
+    use crate::rules::value::Value;
+    match v {
+        redis::Value::Nil => Value::Null,
+        redis::Value::Int(i) => Value::Int(*i),
+        redis::Value::BulkString(b) => match std::str::from_utf8(b) {
+            Ok(s) => Value::str(s),
+            Err(_) => Value::Bytes(b.clone().into()),
+        },
+        redis::Value::SimpleString(s) => Value::str(s.as_str()),
+        redis::Value::Okay => Value::str("OK"),
+        redis::Value::Double(f) => Value::Float(*f),
+        redis::Value::Boolean(b) => Value::Bool(*b),
+        redis::Value::VerbatimString { text, .. } => Value::str(text.as_str()),
+        redis::Value::Array(a) | redis::Value::Set(a) => Value::Array(Arc::new(a.iter().map(reply_value).collect())),
+        _ => Value::Null,
+    }
+}
+
+fn row(pairs: &[(&str, crate::rules::value::Value)]) -> Map {
+    pairs.iter().map(|(k, v)| (Arc::from(*k), v.clone())).collect()
+}
+
+/// The rows of a query's reply: a hash (a RESP3 map, or the flat field/value array of
+/// `HGETALL` / `HRANDFIELD ... WITHVALUES`) gives one row `{field, value}` per field; an
+/// array or set (`SMEMBERS`, `LRANGE`) one row `{value}` per element; a single value one
+/// row `{value}`; nil none.
+fn reply_rows(command: &str, reply: &redis::Value) -> Result<Vec<Map>, SendError> {
+    let pairs = |items: &[redis::Value]| -> Vec<Map> {
+        items
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| row(&[("field", reply_value(&c[0])), ("value", reply_value(&c[1]))]))
+            .collect()
+    };
+    Ok(match reply {
+        redis::Value::Nil => Vec::new(),
+        redis::Value::ServerError(e) => return Err(SendError::fatal(clip(server_message(e)))),
+        redis::Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| row(&[("field", reply_value(k)), ("value", reply_value(v))]))
+            .collect(),
+        redis::Value::Array(a) if command.eq_ignore_ascii_case("HGETALL") => pairs(a),
+        redis::Value::Array(a) | redis::Value::Set(a) => a.iter().map(|v| row(&[("value", reply_value(v))])).collect(),
+        other => vec![row(&[("value", reply_value(other))])],
+    })
+}
+
+impl Redis {
+    /// Runs one read command with `vars` rendered into its arguments (each one argument).
+    async fn fetch(&self, a: &RedisAction, vars: &Map) -> Result<Vec<Map>, SendError> {
+        let cmd = Self::command(a, vars);
+        let (slot, mut conn) = self.conn().await?;
+        let reply: redis::Value = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.request_error(slot, e))?;
+        reply_rows(&a.name, &reply)
     }
 }
 
@@ -531,6 +605,25 @@ mod tests {
         let text = String::from_utf8_lossy(&packed);
         assert!(text.starts_with("*3\r\n$3\r\nSET\r\n$5\r\nk:c 1\r\n"), "{text:?}");
         assert!(text.ends_with("$17\r\nx \"y\" '; FLUSHALL\r\n"), "{text:?}");
+    }
+
+    #[test]
+    fn replies_become_rows() {
+        let b = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        let hash = redis::Value::Array(vec![b("t/1"), b("1"), b("t/2"), b("0")]);
+        let rows = reply_rows("hgetall", &hash).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["field"], Value::str("t/1"));
+        assert_eq!(rows[0]["value"], Value::str("1"));
+        let rows = reply_rows("SMEMBERS", &hash).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[3]["value"], Value::str("0"));
+        let map = redis::Value::Map(vec![(b("t/3"), redis::Value::Int(2))]);
+        let rows = reply_rows("HGETALL", &map).unwrap();
+        assert_eq!(rows[0]["field"], Value::str("t/3"));
+        assert_eq!(rows[0]["value"], Value::Int(2));
+        assert!(reply_rows("GET", &redis::Value::Nil).unwrap().is_empty());
+        assert_eq!(reply_rows("GET", &b("t/4")).unwrap()[0]["value"], Value::str("t/4"));
     }
 
     fn load(text: &str) -> Result<crate::connectors::ConnectorDef, FileError> {

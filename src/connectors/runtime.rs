@@ -1010,6 +1010,88 @@ impl ConnectorSet {
     }
 }
 
+/// A connector used for read queries outside rules (subscription by broker). Queries run
+/// only while the connector is connected: one made while it is still connecting waits for
+/// the first connect's outcome; a query that loses the connection marks the connector
+/// disconnected, so the health task reconnects. Each query uses the connector live at the
+/// time (a hot reload may have replaced it).
+#[derive(Clone)]
+pub struct QueryTarget {
+    set: ConnectorSet,
+    name: Arc<str>,
+    kind: &'static str,
+}
+
+impl ConnectorSet {
+    /// Connector `name`, for read queries.
+    pub fn query_target(&self, name: &str) -> Option<QueryTarget> {
+        self.inner.conns.read().get(name).map(|c| QueryTarget {
+            set: self.clone(),
+            name: c.def.name.clone(),
+            kind: c.def.kind,
+        })
+    }
+
+    /// The names of the connectors.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.inner.conns.read().keys().cloned().collect()
+    }
+}
+
+impl QueryTarget {
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The connector's `type`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn conn(&self) -> Result<Arc<ConnRt>, super::SendError> {
+        self.set
+            .inner
+            .conns
+            .read()
+            .get(&self.name)
+            .cloned()
+            .ok_or_else(|| super::SendError::disconnected(format!("connector `{}` was removed", self.name)))
+    }
+
+    /// Parses a query for this connector.
+    pub fn parse_query(&self, text: &str) -> Result<Arc<dyn ActionSettings>, super::QueryError> {
+        let conn = self.conn().map_err(|e| super::QueryError::Invalid(e.message))?;
+        conn.def.connector.parse_query(text)
+    }
+
+    /// Runs `query` (from [`QueryTarget::parse_query`]) with `vars` bound.
+    pub async fn query(&self, query: &dyn ActionSettings, vars: &Map) -> Result<Vec<Map>, super::SendError> {
+        let conn = self.conn()?;
+        let mut health = conn.health.subscribe();
+        let now = tokio::select! {
+            h = health.wait_for(|h| *h != Health::Connecting) => {
+                *h.map_err(|_| super::SendError::disconnected("the connector has stopped"))?
+            }
+            () = conn.stop.cancelled() => {
+                return Err(super::SendError::disconnected("the connector was replaced by a reload"));
+            }
+        };
+        if now != Health::Connected {
+            let why = conn.last_error.lock().clone().unwrap_or_else(|| "disconnected".into());
+            return Err(super::SendError::disconnected(format!(
+                "connector is disconnected: {why}"
+            )));
+        }
+        let r = conn.def.connector.query(query, vars).await;
+        if let Err(e) = &r {
+            if e.disconnected {
+                conn.mark_disconnected(&e.message);
+            }
+        }
+        r
+    }
+}
+
 /// A parsed connector action: the settings and the connector they are for.
 struct ConnAction {
     set: ConnectorSet,

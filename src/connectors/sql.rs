@@ -1050,6 +1050,15 @@ impl Connector for SqlConnector {
         Ok(Arc::new(a))
     }
 
+    fn parse_query(&self, text: &str) -> Result<Arc<dyn ActionSettings>, super::QueryError> {
+        let a = parse_query(text, self.dialect).map_err(super::QueryError::Invalid)?;
+        Ok(Arc::new(a))
+    }
+
+    fn query<'a>(&'a self, q: &'a dyn ActionSettings, vars: &'a Map) -> BoxFuture<'a, Result<Vec<Map>, SendError>> {
+        async move { self.fetch(action(q)?, vars).await }.boxed()
+    }
+
     fn preview(&self, a: &dyn ActionSettings, out: &Map) -> serde_json::Value {
         let Ok(a) = action(a) else {
             return json!({"type": self.kind, "error": "not a SQL action"});
@@ -1065,6 +1074,137 @@ impl Connector for SqlConnector {
             "params": params,
             "multi_row": a.multi_row(),
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Read queries (subscription by broker)
+
+/// Parses a read query: a `SELECT` (or `WITH ... SELECT`) template whose `${...}` become
+/// bind parameters, exactly as an action's `sql` does.
+pub fn parse_query(text: &str, dialect: Dialect) -> Result<SqlAction, String> {
+    let a = parse_statement(text, dialect, false)?;
+    let first: String = a
+        .marked
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if first != "SELECT" && first != "WITH" {
+        return Err(format!("a query must be a SELECT, not `{first}`"));
+    }
+    Ok(a)
+}
+
+/// One column of a result row as a rule value: integers, floats, booleans and text as
+/// they are, bytes as bytes, anything else (or NULL) as null.
+fn column_value<'r, R>(row: &'r R, i: usize) -> Value
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i16>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<f64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<f32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    // Integers first: MySQL's BOOL is a TINYINT, and a qos column must stay a number.
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return v.map_or(Value::Null, Value::Int);
+    }
+    if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+        return v.map_or(Value::Null, |v| Value::Int(i64::from(v)));
+    }
+    if let Ok(v) = row.try_get::<Option<i16>, _>(i) {
+        return v.map_or(Value::Null, |v| Value::Int(i64::from(v)));
+    }
+    if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+        return v.map_or(Value::Null, Value::Float);
+    }
+    if let Ok(v) = row.try_get::<Option<f32>, _>(i) {
+        return v.map_or(Value::Null, |v| Value::Float(f64::from(v)));
+    }
+    if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+        return v.map_or(Value::Null, Value::Bool);
+    }
+    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+        return v.map_or(Value::Null, Value::str);
+    }
+    if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(i) {
+        return v.map_or(Value::Null, |b| match String::from_utf8(b) {
+            Ok(s) => Value::str(s),
+            Err(e) => Value::Bytes(e.into_bytes().into()),
+        });
+    }
+    Value::Null
+}
+
+/// A result row as a map, by column name.
+fn row_map<'r, R>(row: &'r R) -> Map
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i16>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<f64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<f32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use sqlx::Column;
+    let mut m = Map::default();
+    for (i, c) in row.columns().iter().enumerate() {
+        m.insert(std::sync::Arc::from(c.name()), column_value(row, i));
+    }
+    m
+}
+
+impl SqlConnector {
+    /// Runs a read query with `vars` bound: its rows by column name.
+    async fn fetch(&self, a: &SqlAction, vars: &Map) -> Result<Vec<Map>, SendError> {
+        let pool = self.pool()?;
+        let run = async {
+            match &pool {
+                Pool::Pg(pool) => {
+                    let kinds = self.pg_kinds(pool, a).await?;
+                    let mut args = PgArguments::default();
+                    for (i, p) in a.params.iter().enumerate() {
+                        let kind = kinds.get(i).copied().unwrap_or(PgKind::Text);
+                        bind_pg(&mut args, kind, p, p.lookup(vars)).map_err(SendError::fatal)?;
+                    }
+                    let sql = a.statement(Dialect::Postgres, 1);
+                    let rows = sqlx::query_with(&sql, args).fetch_all(pool).await.map_err(classify)?;
+                    Ok(rows.iter().map(row_map).collect())
+                }
+                Pool::My(pool) => {
+                    let mut args = MySqlArguments::default();
+                    for p in &a.params {
+                        bind_my(&mut args, p.lookup(vars)).map_err(SendError::fatal)?;
+                    }
+                    let sql = a.statement(Dialect::MySql, 1);
+                    let rows = sqlx::query_with(&sql, args).fetch_all(pool).await.map_err(classify)?;
+                    Ok(rows.iter().map(row_map).collect())
+                }
+            }
+        };
+        let r = match tokio::time::timeout(self.request_timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::retryable(format!(
+                "no answer within request_timeout ({:?})",
+                self.request_timeout
+            ))),
+        };
+        if r.as_ref().is_err_and(|e| !e.retryable) {
+            // The types may have changed (a table recreated): describe again next time.
+            *a.pg_kinds.lock() = None;
+        }
+        r
     }
 }
 
@@ -1149,6 +1289,33 @@ mod tests {
             ("::1".into(), 7)
         );
         assert!(crate::connectors::file::host_port("db:x", 5432).is_err());
+    }
+
+    #[test]
+    fn queries_are_selects_with_parameters() {
+        let q = parse_query(
+            "SELECT topic, qos FROM mqtt_sub WHERE clientid = ${clientid}",
+            Dialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(
+            q.statement(Dialect::Postgres, 1),
+            "SELECT topic, qos FROM mqtt_sub WHERE clientid = $1"
+        );
+        let q = parse_query(
+            "select topic from s where u = '${username}' or c = ${clientid};",
+            Dialect::MySql,
+        )
+        .unwrap();
+        assert_eq!(
+            q.statement(Dialect::MySql, 1),
+            "select topic from s where u = ? or c = ?"
+        );
+        assert!(parse_query("DELETE FROM s WHERE c = ${clientid}", Dialect::Postgres)
+            .unwrap_err()
+            .contains("must be a SELECT"));
+        assert!(parse_query("SELECT 1; DROP TABLE s", Dialect::Postgres).is_err());
+        assert!(parse_query("SELECT ${a", Dialect::Postgres).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::session::{
     ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
     Subscriber,
 };
+use super::sub_source::SubscriptionSource;
 use super::topic::{self, TopicLimits};
 use super::trie::{Match, SubTree};
 use crate::metrics::Metrics;
@@ -141,6 +142,8 @@ pub struct Broker {
     event_mask: AtomicU32,
     next_conn_id: AtomicU64,
     pub started: Instant,
+    /// Subscription by broker: asked for every connecting client (set once, at start).
+    sub_sources: std::sync::OnceLock<Vec<Arc<dyn SubscriptionSource>>>,
 }
 
 impl Broker {
@@ -162,7 +165,19 @@ impl Broker {
             event_mask: AtomicU32::new(EventMask::ALL.0),
             next_conn_id: AtomicU64::new(1),
             started: Instant::now(),
+            sub_sources: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the sources of subscriptions looked up for every connecting client
+    /// (subscription by broker). Once: a second call is ignored and returns false.
+    pub fn set_subscription_sources(&self, sources: Vec<Arc<dyn SubscriptionSource>>) -> bool {
+        self.sub_sources.set(sources).is_ok()
+    }
+
+    /// The sources of subscriptions by broker (empty when none is configured).
+    pub fn subscription_sources(&self) -> &[Arc<dyn SubscriptionSource>] {
+        self.sub_sources.get().map_or(&[], Vec::as_slice)
     }
 
     pub fn next_conn_id(&self) -> u64 {

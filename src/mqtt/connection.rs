@@ -30,6 +30,7 @@ use super::codec::{
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason, EventMask};
 use super::message::{now_ms, Message};
 use super::session::{ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
+use super::sub_source::Lookup;
 use super::topic;
 use crate::store::StoreOp;
 
@@ -206,6 +207,32 @@ async fn read_connect<R: AsyncRead + Unpin>(
     }
 }
 
+/// Subscription by broker: asks every source at once, each within its timeout. What a
+/// source found, by source name; a failure or timeout is logged and counted, and leaves
+/// that source out.
+async fn lookup_subscriptions(broker: &Broker, client_id: &str, username: Option<&str>) -> Vec<(Arc<str>, Lookup)> {
+    let sources = broker.subscription_sources();
+    if sources.is_empty() {
+        return Vec::new();
+    }
+    let asks = sources.iter().map(|s| async move {
+        broker.metrics.subscribe_by_broker_lookups.inc();
+        let r = match tokio::time::timeout(s.timeout(), s.lookup(client_id, username)).await {
+            Ok(Ok(l)) => return Some((Arc::from(s.name()), l)),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {:?}", s.timeout()),
+        };
+        broker.metrics.subscribe_by_broker_failed.inc();
+        tracing::warn!(client_id, source = s.name(), error = %r, "Subscription by broker: lookup failed.");
+        None
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 struct Conn<S> {
     broker: Arc<Broker>,
     reader: ReadHalf<S>,
@@ -344,6 +371,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             return None;
         }
 
+        // Subscription by broker: looked up before the CONNACK (bounded by each source's
+        // timeout), subscribed right after it, before the CONNACK leaves.
+        let by_broker = lookup_subscriptions(&broker, &client_id, c.username.as_deref()).await;
+
         // Keepalive: v5 clients outside the bounds get a Server Keep Alive instead.
         let mut keep_alive = c.keep_alive;
         if v5 {
@@ -472,6 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         // Resume: resend unacknowledged messages first, in order, with DUP.
         conn.resend_inflight();
         conn.auto_subscribe();
+        conn.subscribe_by_broker(by_broker);
         Some(conn)
     }
 
@@ -1328,6 +1360,38 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             if let Err(code) = self.subscribe_filter(&f, None, &mut retained) {
                 broker.metrics.auto_subscribe_failed.inc();
                 tracing::warn!(client_id = %self.info.client_id, filter = %f.filter, code, "Auto-subscribe refused.");
+            }
+        }
+        for d in retained {
+            let _ = broker.enqueue(&self.session, d);
+        }
+    }
+
+    /// Subscription by broker: subscribes what [`lookup_subscriptions`] found, with the
+    /// same checks as a SUBSCRIBE (default options, no subscription identifier). A refused
+    /// one is logged and counted; the client is connected either way.
+    fn subscribe_by_broker(&mut self, found: Vec<(Arc<str>, Lookup)>) {
+        let broker = self.broker.clone();
+        let mut retained = Vec::new();
+        for (source, lookup) in found {
+            for why in &lookup.rejected {
+                broker.metrics.subscribe_by_broker_refused.inc();
+                tracing::warn!(client_id = %self.info.client_id, source = %source, reason = %why,
+                    "Subscription by broker: entry skipped.");
+            }
+            for sub in lookup.subscriptions {
+                let f = codec::SubscribeFilter {
+                    filter: sub.filter,
+                    qos: QoS::from_u8(sub.qos.min(2)).unwrap_or(QoS::AtMostOnce),
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                };
+                if let Err(code) = self.subscribe_filter(&f, None, &mut retained) {
+                    broker.metrics.subscribe_by_broker_refused.inc();
+                    tracing::warn!(client_id = %self.info.client_id, source = %source, filter = %f.filter, code,
+                        "Subscription by broker refused.");
+                }
             }
         }
         for d in retained {

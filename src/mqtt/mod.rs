@@ -12,6 +12,7 @@ pub mod events;
 pub mod listener;
 pub mod message;
 pub mod session;
+pub mod sub_source;
 pub mod sys;
 pub mod topic;
 pub mod trie;
