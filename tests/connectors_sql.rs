@@ -974,3 +974,41 @@ async fn mysql_persistence_example() {
             .await;
     }
 }
+
+/// No server needed: the MySQL example's statements take the shape its README describes
+/// (client status and messages batched as multi-row INSERTs, messages with INSERT IGNORE,
+/// the procedures called once per output).
+#[test]
+fn mysql_example_statements_batch_as_documented() {
+    use junction::connectors::sql::{parse_statement, Dialect};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/persistence/mysql/rules");
+    let mut seen = Vec::new();
+    for file in ["client_status.toml", "subscriptions.toml", "messages.toml"] {
+        let doc: toml::Table = std::fs::read_to_string(dir.join(file)).unwrap().parse().unwrap();
+        for rule in doc["rules"].as_array().unwrap() {
+            let id = rule["id"].as_str().unwrap().to_string();
+            for a in rule["actions"].as_array().unwrap() {
+                assert_eq!(a["type"].as_str(), Some("mysql"), "{id}");
+                let dedupe = a.get("dedupe").and_then(|d| d.as_bool()).unwrap_or(false);
+                let s = parse_statement(a["sql"].as_str().unwrap(), Dialect::MySql, dedupe).unwrap();
+                seen.push((id.clone(), s.multi_row(), s.statement(Dialect::MySql, 2)));
+            }
+        }
+    }
+    let get = |id: &str| {
+        seen.iter()
+            .find(|s| s.0 == id)
+            .unwrap_or_else(|| panic!("{id}: {seen:?}"))
+    };
+    for id in ["mysql_client_status", "mysql_messages"] {
+        let (_, multi, sql) = get(id);
+        assert!(multi, "{id}: {sql}");
+        assert!(sql.contains("), ("), "{id}: two rows in one INSERT: {sql}");
+    }
+    assert!(get("mysql_messages").2.starts_with("INSERT IGNORE INTO"), "{seen:?}");
+    for id in ["mysql_subscriptions", "mysql_retained"] {
+        let (_, multi, sql) = get(id);
+        assert!(!multi && sql.trim_start().starts_with("CALL mqtt_"), "{id}: {sql}");
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}

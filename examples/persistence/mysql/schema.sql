@@ -5,8 +5,8 @@
 --
 -- Client ids and topics are utf8mb4 with a binary collation: MQTT compares them byte for
 -- byte ("a/B" and "a/b" are two topics). Payloads are LONGBLOB: any bytes, not only text.
--- Times are DATETIME(3) from FROM_UNIXTIME(ms / 1000), in the session time zone (the
--- server's `time_zone`; set it to '+00:00' to store UTC).
+-- Times are DATETIME(3) from FROM_UNIXTIME(ms / 1000), in the session time zone: Junction's
+-- connections set it to '+00:00', so they are UTC.
 
 -- One row per client: its last connect and disconnect.
 CREATE TABLE IF NOT EXISTS mqtt_client (
