@@ -820,6 +820,9 @@ where
     }
 }
 
+/// online, username, reason, disconnected_at >= connected_at, connected_at near now.
+type StatusRow = (i64, Option<String>, Option<String>, Option<i64>, Option<i64>);
+
 /// The MySQL persistence example (examples/persistence/mysql) against MariaDB: client
 /// status, subscriptions, every message and the retained ones land in their tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -882,7 +885,7 @@ async fn mysql_persistence_example() {
     let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
 
     // Status: offline, both times set and recent, the reason of the disconnect.
-    let status: Vec<(i64, Option<String>, Option<String>, Option<i64>, Option<i64>)> = my_poll(
+    let status: Vec<StatusRow> = my_poll(
         &b,
         &mut db,
         &format!(
@@ -892,7 +895,7 @@ async fn mysql_persistence_example() {
              FROM {prefix}mqtt_client WHERE clientid = ?"
         ),
         &id,
-        |r: &[(i64, Option<String>, Option<String>, Option<i64>, Option<i64>)]| r.first().is_some_and(|r| r.0 == 0),
+        |r: &[StatusRow]| r.first().is_some_and(|r| r.0 == 0),
     )
     .await;
     assert_eq!(
