@@ -10,7 +10,8 @@
 //! - a WRONGTYPE reply is counted failed with Redis's message and later outputs still land;
 //! - a Redis of the test's own (a second `redis-server` on a free port) stopped and
 //!   restarted: the outputs buffered meanwhile arrive after the restart;
-//! - the `examples/persistence/redis` files: client status and subscriptions in Redis.
+//! - the `examples/persistence/redis` files: client status, subscriptions, messages and
+//!   retained messages in Redis.
 
 mod common;
 
@@ -541,8 +542,8 @@ fn copy_example(dir: &Path, addr: &str) {
 }
 
 #[tokio::test]
-async fn the_persistence_example_stores_client_status_and_subscriptions() {
-    let Some(addr) = redis_addr("the_persistence_example_stores_client_status_and_subscriptions") else {
+async fn the_persistence_example_stores_status_subscriptions_messages_and_retained() {
+    let Some(addr) = redis_addr("the_persistence_example_stores_status_subscriptions_messages_and_retained") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -599,6 +600,96 @@ async fn the_persistence_example_stores_client_status_and_subscriptions() {
         }
     })
     .await;
+
+    // Messages and retained messages.
+    let (keep, gone, plain) = (format!("keep/{id}"), format!("gone/{id}"), format!("plain/{id}"));
+    c.publish(&keep, QoS::AtLeastOnce, true, "v0").await.unwrap();
+    c.publish(&keep, QoS::AtMostOnce, true, "v1").await.unwrap();
+    c.publish(&gone, QoS::AtLeastOnce, true, "v").await.unwrap();
+    c.publish(&gone, QoS::AtLeastOnce, true, "").await.unwrap();
+    c.publish(&plain, QoS::AtLeastOnce, false, vec![b'{', 0xff, 0, b'}'])
+        .await
+        .unwrap();
+    type Hash = std::collections::HashMap<String, Vec<u8>>;
+    // The messages of a topic, oldest first, once its index holds `n` ids.
+    let messages = |topic: String, n: usize| {
+        let r = r.clone();
+        async move {
+            wait_for(&format!("{n} messages on {topic}"), || {
+                let mut r = r.clone();
+                let topic = topic.clone();
+                async move {
+                    let ids: Vec<String> = r.zrange(format!("mqtt:msgs:{topic}"), 0, -1).await.ok()?;
+                    let mut out = Vec::new();
+                    for i in &ids {
+                        let h: Hash = r.hgetall(format!("mqtt:msg:{i}")).await.ok()?;
+                        out.push(h);
+                    }
+                    (ids.len() == n && out.iter().all(|h| h.len() == 7)).then_some((ids, out))
+                }
+            })
+            .await
+        }
+    };
+    let text = |h: &Hash, k: &str| String::from_utf8_lossy(&h[k]).into_owned();
+    let (plain_ids, plain_msgs) = messages(plain.clone(), 1).await;
+    let m = &plain_msgs[0];
+    assert_eq!(m["payload"], vec![b'{', 0xff, 0, b'}'], "binary payload kept as bytes");
+    assert_eq!(
+        [
+            text(m, "id"),
+            text(m, "sender"),
+            text(m, "topic"),
+            text(m, "qos"),
+            text(m, "retain")
+        ],
+        [
+            plain_ids[0].rsplit(':').next().unwrap().to_string(),
+            id.clone(),
+            plain.clone(),
+            "1".into(),
+            "false".into()
+        ]
+    );
+    assert!(text(m, "arrived").parse::<i64>().unwrap() >= connected_at, "{m:?}");
+    assert_eq!(plain_ids[0], format!("{}:{}", text(m, "arrived"), text(m, "id")));
+    // Two messages in one millisecond have one score: sort by payload, not by the index.
+    let (keep_ids, keep_msgs) = messages(keep.clone(), 2).await;
+    let mut got: Vec<(String, String, String, String)> = keep_msgs
+        .iter()
+        .map(|m| (text(m, "payload"), text(m, "qos"), text(m, "retain"), text(m, "id")))
+        .collect();
+    got.sort();
+    let v1_id = got[1].3.clone();
+    assert_eq!(
+        got.iter()
+            .map(|g| (g.0.as_str(), g.1.as_str(), g.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("v0", "1", "true"), ("v1", "0", "true")]
+    );
+    let (gone_ids, _) = messages(gone.clone(), 2).await;
+    let retained = wait_for("retained keep = v1 and gone cleared", || {
+        let mut r = r.clone();
+        let (k, g) = (format!("mqtt:retain:{keep}"), format!("mqtt:retain:{gone}"));
+        async move {
+            let h: Hash = r.hgetall(&k).await.ok()?;
+            let cleared: bool = !r.exists(&g).await.ok()?;
+            (h.get("payload").map(Vec::as_slice) == Some(b"v1".as_slice()) && cleared).then_some(h)
+        }
+    })
+    .await;
+    assert_eq!(
+        [text(&retained, "qos"), text(&retained, "sender"), text(&retained, "id")],
+        ["0".to_string(), id.clone(), v1_id]
+    );
+    let mut keys = vec![format!("mqtt:retain:{keep}")];
+    for t in [&keep, &gone, &plain] {
+        keys.push(format!("mqtt:msgs:{t}"));
+    }
+    for i in plain_ids.iter().chain(&keep_ids).chain(&gone_ids) {
+        keys.push(format!("mqtt:msg:{i}"));
+    }
+    let _: Result<(), _> = r.del(keys).await;
 
     c.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), driver).await;

@@ -20,15 +20,18 @@ CREATE TABLE IF NOT EXISTS mqtt_sub (
     PRIMARY KEY (clientid, topic)
 );
 
--- Every message (the broker's message id makes a retried batch harmless).
+-- Every message. The key is the broker's message id with the arrival time (message ids
+-- start again when the broker restarts): the same for a retried batch, which ON CONFLICT
+-- DO NOTHING then skips, and different for any two messages.
 CREATE TABLE IF NOT EXISTS mqtt_msg (
-    id      TEXT PRIMARY KEY,
+    id      TEXT NOT NULL,
     sender  TEXT,
     topic   TEXT NOT NULL,
     qos     INTEGER NOT NULL,
     retain  BOOLEAN NOT NULL,
     payload TEXT,
-    arrived TIMESTAMPTZ NOT NULL
+    arrived TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (id, arrived)
 );
 
 -- The retained message of each topic (an empty retained payload deletes it).
