@@ -19,13 +19,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Message ids start at the start time in units of 100 ns and count up by one, so that
+/// they stay unique across restarts (rules use them as dedupe keys in databases) unless a
+/// run averaged more than 10 million messages a second.
+static NEXT_ID: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_nanos() / 100) as u64)
+        .unwrap_or(1);
+    AtomicU64::new(t.max(1))
+});
 
 /// An application message as routed: topic, payload, QoS, retain flag and the
 /// MQTT 5 properties that pass through to subscribers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// Broker-unique id (for events and rule outputs).
+    /// Unique id, also across restarts (for events, rule outputs and dedupe keys).
     pub id: u64,
     pub topic: ByteString,
     pub payload: Bytes,
