@@ -579,16 +579,16 @@ async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
         ),
     )
     .await;
-    const N: i64 = 3000;
+    const N: i64 = 10_000;
     // Stop the server while batches are in flight and messages keep coming, then start it.
     let addr = b.tcp;
     let publisher = tokio::spawn(async move {
-        // Paced: 100 messages every 50 ms (at least 1.5 s in all).
-        for k in 0..N / 100 {
+        // Paced: 500 messages every 50 ms (at least 1 s in all).
+        for k in 0..N / 500 {
             publish_all(
                 addr,
                 "out/x",
-                (k * 100..(k + 1) * 100).map(|i| format!(r#"{{"i": {i}}}"#)),
+                (k * 500..(k + 1) * 500).map(|i| format!(r#"{{"i": {i}}}"#)),
             )
             .await;
             tokio::time::sleep(Duration::from_millis(50)).await;
