@@ -52,8 +52,13 @@
 //! stopped in between gets it again from the remote broker (with `clean_start = false`).
 //!
 //! **Refusals (MQTT 5).** A PUBACK / PUBREC with a reason code >= 0x80 (not authorized,
-//! topic name invalid, ...) fails its batch as non-retryable with the reason: the queue
-//! moves on. The client library drops the connection on such an ack without naming the
+//! topic name invalid, ...) is counted failed, non-retryable, with the reason: the queue
+//! moves on. The publishes of the batch acknowledged before it count as success; those
+//! after it (which the closed connection leaves unacknowledged) count as failed with it,
+//! never sent again (the batch would be refused again and block the queue). The client
+//! library reports the refusal without naming the packet and may report it before the
+//! acks just ahead of it, so with `batch_size > 1` publishes acknowledged just before a
+//! refusal can be counted failed too: the count errs toward failed, never toward silent. The client library drops the connection on such an ack without naming the
 //! packet; acks come in publish order (MQTT 4.6), so the refused publish is the oldest one
 //! waiting, and the other waiting batches are sent again after the reconnect.
 
@@ -841,11 +846,27 @@ impl Inner {
             }
         }
         let all = async {
-            let mut refused = None;
+            let total = waits.len();
+            let mut acked = 0;
             for rx in waits {
                 match rx.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(why)) => refused = Some(why),
+                    Ok(Ok(())) => acked += 1,
+                    // Refused: the remote broker (or the client library) closes the
+                    // connection, so the publishes after it in this batch get no ack. They
+                    // are counted failed with it rather than retried: sending the batch
+                    // again would be refused again, and the queue must move on.
+                    Ok(Err(why)) => {
+                        let rest = total - acked;
+                        return Err(SendError::fatal(clip(if rest > 1 {
+                            format!(
+                                "{why} (and the {} publishes after it in the batch, unacknowledged)",
+                                rest - 1
+                            )
+                        } else {
+                            why
+                        }))
+                        .partial(rest));
+                    }
                     Err(_) => {
                         return Err(SendError::disconnected(format!(
                             "connection to {} lost before the ack",
@@ -854,10 +875,7 @@ impl Inner {
                     }
                 }
             }
-            match refused {
-                Some(why) => Err(SendError::fatal(clip(why))),
-                None => Ok(()),
-            }
+            Ok(())
         };
         match tokio::time::timeout(self.s.request_timeout, all).await {
             Ok(r) => r,
