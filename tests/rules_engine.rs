@@ -60,6 +60,55 @@ topic = "echo/${topic}"
 payload = "${payload}"
 "##;
 
+/// A republished message that no rule reads is not handed back to the engine (no
+/// `message.publish` event for it); it still reaches its subscribers.
+#[tokio::test]
+async fn a_republished_message_no_rule_reads_is_not_sent_back_to_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let only_hot = &HOT[..HOT.find("[[rules]]\nid = \"echo_all\"").unwrap()];
+    write_rules(&dir.path().join("rules"), "hot.toml", only_hot);
+    let b = common::start_in(dir.path(), &[]).await;
+    let (sub, mut sev) = client(b.tcp, "alerts-reader");
+    sub.subscribe("alerts/#", QoS::AtLeastOnce).await.unwrap();
+    subscribed(&mut sev).await;
+    let (publ, mut pev) = client(b.tcp, "s1");
+    tokio::spawn(async move { while pev.poll().await.is_ok() {} });
+    for t in [35, 36, 37] {
+        publ.publish(
+            "sensors/s1/temp",
+            QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"temp": {t}}}"#),
+        )
+        .await
+        .unwrap();
+    }
+    let mut alerts = 0;
+    let _ = timeout(Duration::from_secs(3), async {
+        while alerts < 3 {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = sev.poll().await {
+                assert_eq!(p.topic, "alerts/s1");
+                alerts += 1;
+            }
+        }
+    })
+    .await;
+    assert_eq!(alerts, 3);
+    let text = reqwest::get(format!("http://{}/metrics", b.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let received = text
+        .lines()
+        .find_map(|l| l.strip_prefix("junction_rules_events_received_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // The three sensor messages; not the three alerts.
+    assert_eq!(received, Some(3), "{text}");
+    b.running.stop().await;
+}
+
 #[tokio::test]
 async fn republish_reaches_a_subscriber_and_does_not_loop() {
     let dir = tempfile::tempdir().unwrap();

@@ -534,7 +534,7 @@ impl Broker {
         if msg.retain {
             self.set_retained(&msg);
         }
-        if self.wants(EventMask::PUBLISH) {
+        if !msg.no_publish_event && self.wants(EventMask::PUBLISH) {
             let m = msg.clone();
             self.emit(EventMask::PUBLISH, || BrokerEvent::Publish(m));
         }

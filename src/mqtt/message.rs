@@ -55,6 +55,9 @@ pub struct Message {
     pub republished_by: Option<Arc<str>>,
     /// How many republishes in a row led to this message (0 for a client's message).
     pub rule_depth: u8,
+    /// Publish without the `message.publish` event (a republished message no rule reads).
+    /// Not stored.
+    pub no_publish_event: bool,
     /// The publishing connection (username, address) for the rule engine's columns. Not
     /// stored.
     pub publisher: Option<Arc<super::events::ClientInfo>>,
@@ -79,6 +82,7 @@ impl Message {
             received_at_ms: now_ms(),
             republished_by: None,
             rule_depth: 0,
+            no_publish_event: false,
             publisher: None,
         }
     }
@@ -175,6 +179,7 @@ impl StoredMessage {
             received_at_ms: self.received_at_ms,
             republished_by: None,
             rule_depth: 0,
+            no_publish_event: false,
             publisher: None,
         }
     }

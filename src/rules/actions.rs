@@ -486,6 +486,9 @@ fn finish(spec: &ActionSpec, input: &ActionInput, r: Result<(), String>, m: &Rul
 #[derive(Clone)]
 pub struct ActionEnv {
     pub broker: Arc<Broker>,
+    /// The running rule set: a republished message no rule reads is published without its
+    /// `message.publish` event (the engine would only match it against nothing).
+    pub rules: Option<tokio::sync::watch::Receiver<Arc<super::engine::RuleSet>>>,
 }
 
 /// Starts the `index`th action of rule `rule_id`. A built-in action gets a worker behind a
@@ -542,6 +545,9 @@ fn run(spec: &ActionSpec, env: &ActionEnv, input: &ActionInput) -> Result<(), St
             msg.from = Some(input.rule_id.clone());
             msg.republished_by = Some(input.rule_id.clone());
             msg.rule_depth = input.depth.saturating_add(1);
+            if let Some(rules) = &env.rules {
+                msg.no_publish_event = !rules.borrow().reads_topic(&msg.topic);
+            }
             env.broker.publish(msg);
             Ok(())
         }

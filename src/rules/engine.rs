@@ -126,6 +126,17 @@ impl RuleSet {
         self.mask
     }
 
+    /// Whether some rule's FROM matches messages on `topic`.
+    pub fn reads_topic(&self, topic: &str) -> bool {
+        let mut any = false;
+        self.topics.for_each_match(topic, |found| {
+            if let Match::Normal(..) = found {
+                any = true;
+            }
+        });
+        any
+    }
+
     /// Evaluates `ev` against the rules whose FROM selects it.
     pub fn handle(&self, ev: &BrokerEvent, node: &str, max_depth: u8) {
         let mut hits: SmallVec<[u32; 8]> = SmallVec::new();
@@ -300,7 +311,10 @@ impl RuleEngine {
         let (sets, rx) = watch::channel(Arc::new(RuleSet::empty()));
         let engine = RuleEngine {
             shared: Arc::new(Shared {
-                env: ActionEnv { broker: broker.clone() },
+                env: ActionEnv {
+                    broker: broker.clone(),
+                    rules: Some(rx.clone()),
+                },
                 connectors,
                 cfg,
                 registry: Mutex::new(HashMap::new()),
