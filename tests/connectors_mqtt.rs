@@ -53,10 +53,7 @@ fn remote_addr(test: &str) -> Option<String> {
 }
 
 fn skip(why: &str) {
-    if std::env::var("JUNCTION_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{why}, and JUNCTION_REQUIRE_SERVICES=1");
-    }
-    eprintln!("SKIPPED {why}");
+    common::skip::<()>("a server or binary this test starts", why);
 }
 
 /// A topic prefix unique to this run and test.

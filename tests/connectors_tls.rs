@@ -28,10 +28,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 fn skip(why: &str) {
-    if std::env::var("JUNCTION_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{why}, and JUNCTION_REQUIRE_SERVICES=1");
-    }
-    eprintln!("SKIPPED {why}");
+    common::skip::<()>("a server or binary this test starts", why);
 }
 
 /// Is `bin` there (runs with `arg`)?

@@ -24,18 +24,7 @@ use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use sqlx::Connection;
 
-fn port(var: &str, default: u16) -> u16 {
-    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
-}
-
-/// Skips (prints why and returns None) or, with `JUNCTION_REQUIRE_SERVICES=1`, fails.
-fn skip<T>(what: &str, why: impl std::fmt::Display) -> Option<T> {
-    if std::env::var("JUNCTION_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{what} is required (JUNCTION_REQUIRE_SERVICES=1) but unavailable: {why}");
-    }
-    eprintln!("SKIPPED: {what} unavailable ({why}); start it with scripts/services.sh");
-    None
-}
+use common::{port, skip};
 
 fn pg_port() -> u16 {
     port("JUNCTION_POSTGRES_PORT", 5432)

@@ -40,3 +40,18 @@ pub async fn start_in(data_dir: &Path, extra: &[(&str, &str)]) -> TestBroker {
     let http = running.addr("http").expect("http listener");
     TestBroker { running, tcp, ws, http }
 }
+
+/// A test whose server or binary is missing: skipped with the reason printed, or failed
+/// when `JUNCTION_REQUIRE_SERVICES=1` (as `.ci/run` sets it).
+pub fn skip<T>(what: &str, why: impl std::fmt::Display) -> Option<T> {
+    if std::env::var("JUNCTION_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{what} is required (JUNCTION_REQUIRE_SERVICES=1) but unavailable: {why}");
+    }
+    eprintln!("SKIPPED: {what} unavailable ({why}); start it with scripts/services.sh");
+    None
+}
+
+/// A port from the environment (the services of `scripts/services.sh` may be moved).
+pub fn port(var: &str, default: u16) -> u16 {
+    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+}
