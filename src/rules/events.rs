@@ -837,7 +837,9 @@ impl EventContext {
     /// [`from_broker_event`](Self::from_broker_event) building only the columns in `want`
     /// (plus `event`): the dispatcher passes the union of what the matched rules read.
     pub fn from_broker_event_with(event: &BrokerEvent, node: &str, want: ColumnSet) -> Option<EventContext> {
-        let now = now_ms();
+        // The clock is read only if a wanted column needs it.
+        let clock = std::cell::OnceCell::new();
+        let now = || *clock.get_or_init(now_ms);
         let b = ColumnsBuilder::new(want);
         let (kind, b) = match event {
             BrokerEvent::Publish(m) => (
@@ -848,7 +850,8 @@ impl EventContext {
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .peer(m.publisher.as_deref())
                     .message_tail(m)
-                    .put(k!("timestamp"), || Value::Int(now))
+                    // A message's event time is when it arrived (as EMQX's message timestamp).
+                    .put(k!("timestamp"), || Value::Int(m.received_at_ms as i64))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -866,8 +869,8 @@ impl EventContext {
                     .put(k!("expiry_interval"), || Value::Int(i64::from(c.expiry_interval)))
                     .put(k!("is_bridge"), || Value::Bool(false))
                     .put(k!("conn_props"), no_props)
-                    .put(k!("connected_at"), || Value::Int(now))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("connected_at"), || Value::Int(now()))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -881,8 +884,8 @@ impl EventContext {
                     .put(k!("proto_ver"), || Value::Int(i64::from(c.protocol.level())))
                     .put(k!("disconn_props"), no_props)
                     .null(k!("connected_at"))
-                    .put(k!("disconnected_at"), || Value::Int(now))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("disconnected_at"), || Value::Int(now()))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -903,9 +906,9 @@ impl EventContext {
                     .null(k!("keepalive"))
                     .null(k!("clean_start"))
                     .null(k!("expiry_interval"))
-                    .put(k!("connected_at"), || Value::Int(now))
+                    .put(k!("connected_at"), || Value::Int(now()))
                     .put(k!("conn_props"), no_props)
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node)),
             ),
             BrokerEvent::Subscribed {
@@ -921,7 +924,7 @@ impl EventContext {
                     .put(k!("sub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .put(k!("qos"), || qos_value(*qos))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -937,7 +940,7 @@ impl EventContext {
                     .put(k!("unsub_props"), no_props)
                     .put(k!("topic"), || Value::str(filter.as_str()))
                     .null(k!("qos"))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -948,7 +951,7 @@ impl EventContext {
             } => (
                 EventKind::MessageDelivered,
                 b.delivery(client_id, message, info.as_deref())
-                    .finish_message(message, now, node),
+                    .finish_message(message, now(), node),
             ),
             BrokerEvent::Acked {
                 client_id,
@@ -959,7 +962,7 @@ impl EventContext {
                 b.delivery(client_id, message, info.as_deref())
                     .message_tail(message)
                     .put(k!("puback_props"), no_props)
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node)),
             ),
             BrokerEvent::MessageDropped { message: m, reason } => (
@@ -970,7 +973,7 @@ impl EventContext {
                     .opt(k!("username"), publisher_name(m))
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .peer(m.publisher.as_deref())
-                    .finish_message(m, now, node),
+                    .finish_message(m, now(), node),
             ),
             BrokerEvent::DeliveryDropped {
                 client_id,
@@ -987,7 +990,7 @@ impl EventContext {
                     .put(k!("payload"), || Value::Bytes(m.payload.clone()))
                     .null(k!("peerhost"))
                     .null(k!("peername"))
-                    .finish_message(m, now, node),
+                    .finish_message(m, now(), node),
             ),
             BrokerEvent::AuthnComplete {
                 client_id,
@@ -1002,7 +1005,7 @@ impl EventContext {
                     .put(k!("reason_code"), || Value::str(connack_reason(*code)))
                     .put(k!("is_superuser"), || Value::Bool(false))
                     .put(k!("is_anonymous"), || Value::Bool(username.is_none()))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
@@ -1023,7 +1026,7 @@ impl EventContext {
                     .put(k!("action"), || Value::str(*action))
                     .null(k!("authz_source"))
                     .put(k!("result"), || Value::str(if *allowed { "allow" } else { "deny" }))
-                    .put(k!("timestamp"), || Value::Int(now))
+                    .put(k!("timestamp"), || Value::Int(now()))
                     .put(k!("node"), || node_value(node))
                     .put(k!("client_attrs"), empty_map),
             ),
