@@ -29,7 +29,10 @@ use super::codec::{
 };
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason, EventMask};
 use super::message::{now_ms, Message};
-use super::session::{ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
+use super::session::{
+    ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions, CTRL_CMD,
+    CTRL_HOUSEKEEPING, CTRL_KEEPALIVE,
+};
 use super::sub_source::Lookup;
 use super::topic;
 use crate::store::StoreOp;
@@ -49,8 +52,6 @@ fn reserve_read(buf: &mut BytesMut) {
     }
 }
 
-/// How often a connection resends overdue messages and expires stale QoS 2 ids.
-const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 /// Most messages moved from the session queue per drain.
 const DRAIN_BATCH: usize = 512;
 
@@ -264,6 +265,16 @@ struct Conn<S> {
     drain_buf: Vec<(Delivery, u16)>,
     /// A subscriber session this client is flooding: reading pauses until it drains.
     pressure: Option<Arc<Session>>,
+    /// This connection's slot in the broker's sweeper (keepalive and housekeeping).
+    sweep_slot: Option<usize>,
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.sweep_slot.take() {
+            self.broker.unregister_conn(slot);
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
@@ -402,6 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             ack_props.session_expiry_interval = Some(expiry);
         }
         let conn_id = broker.next_conn_id();
+        let sweep_ctrl = ctrl.clone();
         let attached = broker.attach(
             &client_id,
             c.clean_start,
@@ -482,6 +494,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             throttle_until: None,
             pressure: None,
             drain_buf: Vec::new(),
+            sweep_slot: None,
         };
         let ack = Packet::ConnAck(ConnAck {
             session_present: attached.session_present,
@@ -504,6 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         conn.resend_inflight();
         conn.auto_subscribe();
         conn.subscribe_by_broker(by_broker);
+        conn.sweep_slot = Some(broker.register_conn(sweep_ctrl, conn.keep_alive));
         Some(conn)
     }
 
@@ -544,19 +558,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Runs until the connection ends. Shutdown arrives through `ctrl` like any
     /// other broker command (one waiter fewer in every connection's state).
     async fn event_loop(&mut self, ctrl: &ConnCtrl) -> Exit {
-        // One timer serves keepalive and housekeeping. It is re-armed only when
-        // it fires: resetting a timer per packet would cost a timer-wheel update per message.
-        let mut last_activity = Instant::now();
-        let mut housekeeping_due = last_activity + HOUSEKEEPING_PERIOD;
-        let next_tick = |last_activity: Instant, housekeeping_due: Instant, keep_alive: Duration| {
-            if keep_alive.is_zero() {
-                housekeeping_due
-            } else {
-                housekeeping_due.min(last_activity + keep_alive)
-            }
-        };
-        let timer = tokio::time::sleep_until(next_tick(last_activity, housekeeping_due, self.keep_alive));
-        tokio::pin!(timer);
         // While throttled or under back-pressure: a boxed wait (rare, so not part of every connection's size).
         let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         // Bytes left in the read buffer may hold whole packets (CONNECT's
@@ -564,10 +565,27 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut input_pending = !self.rbuf.is_empty();
         let mut flush = false;
         loop {
-            if let Some(Control::Disconnect { reason_code, reason }) = ctrl.try_recv() {
-                self.send_disconnect(reason_code, None);
-                let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
-                return Exit::Server { reason, publish_will };
+            let signals = ctrl.take_signals();
+            if signals != 0 {
+                if signals & CTRL_CMD != 0 {
+                    if let Some(Control::Disconnect { reason_code, reason }) = ctrl.take_cmd() {
+                        self.send_disconnect(reason_code, None);
+                        let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
+                        return Exit::Server { reason, publish_will };
+                    }
+                }
+                // The sweeper saw no packet for the keepalive period; re-checked here, as
+                // bytes may have arrived since.
+                if signals & CTRL_KEEPALIVE != 0
+                    && !self.keep_alive.is_zero()
+                    && self.broker.clock_ms().saturating_sub(ctrl.last_activity()) >= self.keep_alive_ms()
+                {
+                    self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
+                    return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
+                }
+                if signals & CTRL_HOUSEKEEPING != 0 {
+                    self.housekeeping();
+                }
             }
             // TLS and WebSocket streams buffer: push what was written out.
             if flush {
@@ -636,7 +654,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                                     self.throttle_until = Some(Instant::now() + pause);
                                 }
                             }
-                            last_activity = Instant::now();
+                            ctrl.touch(self.broker.clock_ms());
                             input_pending = true;
                         }
                     }
@@ -647,18 +665,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     self.throttle_until = None;
                     self.pressure = None;
                     input_pending = !self.rbuf.is_empty();
-                }
-                _ = &mut timer => {
-                    let now = Instant::now();
-                    if !self.keep_alive.is_zero() && now >= last_activity + self.keep_alive {
-                        self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
-                        return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
-                    }
-                    if now >= housekeeping_due {
-                        self.housekeeping();
-                        housekeeping_due = now + HOUSEKEEPING_PERIOD;
-                    }
-                    timer.as_mut().reset(next_tick(last_activity, housekeeping_due, self.keep_alive));
                 }
             }
         }
@@ -719,6 +725,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 .map(str::to_owned),
             user_properties: Vec::new(),
         }
+    }
+
+    /// The effective keepalive in milliseconds (as the sweeper counts it).
+    fn keep_alive_ms(&self) -> u64 {
+        self.keep_alive.as_millis().min(u128::from(u64::MAX)) as u64
     }
 
     fn owns_session(&self, st: &super::session::SessionState) -> bool {

@@ -88,34 +88,77 @@ pub enum Control {
 
 /// A connection's control mailbox: one pending command and a wake-up. Much
 /// smaller than a channel, which matters because every connection has one.
+///
+/// It also carries the connection's side of the broker-wide sweeper (see
+/// [`Broker::sweep`](super::broker::Broker)): the time of the last packet
+/// from the client, and the keepalive / housekeeping signals the sweeper
+/// leaves, so no connection needs a timer of its own.
 #[derive(Debug, Default)]
 pub struct ConnCtrl {
-    /// Fast path: the connection polls this every loop turn without taking the lock.
-    pending: std::sync::atomic::AtomicBool,
+    /// Fast path: the connection polls this every loop turn without taking the
+    /// lock. Bits: [`CTRL_CMD`], [`CTRL_KEEPALIVE`], [`CTRL_HOUSEKEEPING`].
+    pending: std::sync::atomic::AtomicU8,
     cmd: Mutex<Option<Control>>,
     notify: Notify,
+    /// Milliseconds since the broker started at the last bytes read from the client.
+    last_activity_ms: std::sync::atomic::AtomicU64,
 }
+
+/// A command is waiting in the mailbox.
+pub const CTRL_CMD: u8 = 1;
+/// The sweeper found no packet from the client for the keepalive period.
+pub const CTRL_KEEPALIVE: u8 = 2;
+/// Housekeeping is due (resends, awaiting-PUBREL expiry, idle buffers).
+pub const CTRL_HOUSEKEEPING: u8 = 4;
 
 impl ConnCtrl {
     /// Leave a command for the connection (a later one replaces an unread earlier one).
     pub fn send(&self, c: Control) {
         *self.cmd.lock() = Some(c);
-        self.pending.store(true, std::sync::atomic::Ordering::Release);
+        self.signal(CTRL_CMD);
+    }
+
+    /// Set signal bits and wake the connection.
+    pub fn signal(&self, bits: u8) {
+        self.pending.fetch_or(bits, std::sync::atomic::Ordering::AcqRel);
         self.notify.notify_one();
     }
 
-    /// The pending command, if any (cheap when there is none).
-    pub fn try_recv(&self) -> Option<Control> {
-        if !self.pending.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
+    /// The pending signal bits, cleared (cheap when there are none).
+    pub fn take_signals(&self) -> u8 {
+        if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return 0;
         }
-        self.pending.store(false, std::sync::atomic::Ordering::Release);
+        self.pending.swap(0, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// The command left by [`send`](Self::send), once [`take_signals`](Self::take_signals) showed [`CTRL_CMD`].
+    pub fn take_cmd(&self) -> Option<Control> {
         self.cmd.lock().take()
     }
 
-    /// Wait until a command may be pending (then call [`try_recv`](Self::try_recv)).
+    /// The pending command, if any (cheap when there is none). Other signals stay pending.
+    pub fn try_recv(&self) -> Option<Control> {
+        if self.pending.load(std::sync::atomic::Ordering::Acquire) & CTRL_CMD == 0 {
+            return None;
+        }
+        self.pending.fetch_and(!CTRL_CMD, std::sync::atomic::Ordering::AcqRel);
+        self.take_cmd()
+    }
+
+    /// Wait until a command or signal may be pending (then call [`take_signals`](Self::take_signals)).
     pub async fn wait(&self) {
         self.notify.notified().await;
+    }
+
+    /// Record activity from the client at `ms` (milliseconds since the broker started).
+    pub fn touch(&self, ms: u64) {
+        self.last_activity_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the client was last heard from (milliseconds since the broker started).
+    pub fn last_activity(&self) -> u64 {
+        self.last_activity_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
