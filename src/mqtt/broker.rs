@@ -482,7 +482,7 @@ impl Broker {
     /// Remove a session's subscriptions and stored state; hand its shared messages to other members.
     fn terminate(&self, session: &Arc<Session>, reason: &'static str) {
         let mut st = session.state.lock();
-        let subs: Vec<String> = st.subscriptions.drain().map(|(k, _)| k).collect();
+        let subs: Vec<String> = st.subscriptions.take_all().map(|(k, _)| k).collect();
         let shared = take_shared(self, &session.client_id, &mut st);
         self.metrics.queued.add(-(st.mqueue.len() as i64));
         st.mqueue.clear();

@@ -170,14 +170,98 @@ pub struct ConnRef {
     pub protocol: Protocol,
 }
 
+/// A map allocated on first insert: most sessions never subscribe, or never
+/// receive QoS 2, and an empty `HashMap` still takes 48 bytes in every session.
+#[derive(Debug)]
+pub struct LazyMap<K, V>(Option<Box<HashMap<K, V>>>);
+
+impl<K, V> Default for LazyMap<K, V> {
+    fn default() -> Self {
+        LazyMap(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> LazyMap<K, V> {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains_key<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.as_ref().is_some_and(|m| m.contains_key(k))
+    }
+
+    pub fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.as_ref().and_then(|m| m.get(k))
+    }
+
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.0.get_or_insert_with(Default::default).insert(k, v)
+    }
+
+    /// Removes `k`; the map is freed when it becomes empty.
+    pub fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let m = self.0.as_mut()?;
+        let v = m.remove(k);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        v
+    }
+
+    pub fn retain(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
+        if let Some(m) = self.0.as_mut() {
+            m.retain(f);
+            if m.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    /// Takes every entry out, freeing the map.
+    pub fn take_all(&mut self) -> impl Iterator<Item = (K, V)> {
+        self.0.take().into_iter().flat_map(|m| m.into_iter())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> FromIterator<(K, V)> for LazyMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let m: HashMap<K, V> = iter.into_iter().collect();
+        LazyMap((!m.is_empty()).then(|| Box::new(m)))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SessionState {
     /// Full filter (including any `$share/<group>/` prefix) → options.
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: LazyMap<String, SubOptions>,
     pub mqueue: VecDeque<Delivery>,
     pub inflight: VecDeque<Inflight>,
     /// Incoming QoS 2 packet ids awaiting PUBREL, with when they arrived.
-    pub awaiting_rel: HashMap<u16, std::time::Instant>,
+    pub awaiting_rel: LazyMap<u16, std::time::Instant>,
     pub next_pkid: u16,
     pub next_seq: u64,
     pub conn: Option<ConnRef>,
