@@ -127,13 +127,40 @@ impl Bucket {
 }
 
 /// Serve one client connection until it closes.
-pub async fn serve<S>(
+///
+/// The connect phase (waiting for CONNECT, the handshake) runs in a boxed future
+/// that owns the arguments: once the client is connected it is freed, and the
+/// task keeps only the connection state and its event loop. Every byte a task
+/// keeps is paid by every idle connection.
+pub fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
     settings: Arc<ConnSettings>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let connect = Box::pin(connect_phase(broker, stream, peer, settings, shutdown));
+    async move {
+        let Some((mut conn, ctrl, cancelled)) = connect.await else {
+            return;
+        };
+        conn.run(&ctrl, cancelled).await;
+    }
+}
+
+/// Wait for CONNECT and do the handshake: the connection, its control mailbox,
+/// and whether shutdown began meanwhile; None when the client did not connect.
+async fn connect_phase<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    settings: Arc<ConnSettings>,
+    shutdown: CancellationToken,
+) -> Option<(Box<Conn<S>>, Arc<ConnCtrl>, bool)>
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
@@ -143,8 +170,8 @@ pub async fn serve<S>(
     // Wait for CONNECT within the idle timeout.
     let connect = tokio::select! {
         r = read_connect(&broker, &mut reader, &mut rbuf) => r,
-        _ = tokio::time::sleep(broker.cfg.idle_timeout) => return,
-        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(broker.cfg.idle_timeout) => return None,
+        _ = shutdown.cancelled() => return None,
     };
     let connect = match connect {
         Ok(c) => c,
@@ -162,11 +189,11 @@ pub async fn serve<S>(
                     let _ = writer.write_all(&out).await;
                 }
             }
-            return;
+            return None;
         }
     };
     let ctrl = Arc::new(ConnCtrl::default());
-    // Boxed: the handshake's state is large and short-lived; it should not size every connection's task.
+    // Boxed: the handshake's state is large and short-lived; it should not size this future either.
     let conn = Box::pin(Conn::handshake(
         broker,
         reader,
@@ -177,12 +204,13 @@ pub async fn serve<S>(
         connect,
         ctrl.clone(),
     ))
-    .await;
-    let mut conn = conn;
-    // In place (`as_mut`), not moved out: a moved copy would double the connection's size in the task.
-    if let Some(conn) = conn.as_mut() {
-        conn.run(&ctrl, &shutdown).await;
-    }
+    .await?;
+    // Boxed: it moves no further, so the task holds a pointer to it rather than a copy.
+    let conn = Box::new(conn);
+    // Checked with no await before the event loop starts: shutdown that began during the
+    // handshake, after the broadcast reached attached connections.
+    let cancelled = shutdown.is_cancelled();
+    Some((conn, ctrl, cancelled))
 }
 
 /// Read and decode the first packet, which must be CONNECT.
@@ -241,9 +269,8 @@ struct Conn<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     protocol: Protocol,
-    info: ClientInfo,
-    /// The same, shared by this client's messages and events (publisher and receiver columns).
-    shared_info: Arc<ClientInfo>,
+    /// Who the client is; shared by its messages and events (publisher and receiver columns).
+    info: Arc<ClientInfo>,
     session: Arc<Session>,
     conn_id: u64,
     /// Effective keepalive (after Server Keep Alive), zero = none.
@@ -463,8 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             rbuf,
             wbuf: BytesMut::new(),
             protocol,
-            shared_info: Arc::new(info.clone()),
-            info,
+            info: Arc::new(info),
             session: attached.session,
             conn_id,
             keep_alive: Duration::from_millis((f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64),
@@ -511,7 +537,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             peer,
             code: 0,
         });
-        let info = conn.info.clone();
+        let info = ClientInfo::clone(&conn.info);
         broker.emit(EventMask::CONNECTED, || BrokerEvent::ClientConnected(info));
         // Resume: resend unacknowledged messages first, in order, with DUP.
         conn.resend_inflight();
@@ -521,8 +547,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         Some(conn)
     }
 
-    async fn run(&mut self, ctrl: &ConnCtrl, shutdown: &CancellationToken) {
-        let exit = if shutdown.is_cancelled() {
+    async fn run(&mut self, ctrl: &ConnCtrl, cancelled: bool) {
+        let exit = if cancelled {
             // Shutdown began during the handshake, after the broadcast reached attached connections.
             self.send_disconnect(reason::SERVER_SHUTTING_DOWN, None);
             Exit::Server {
@@ -545,7 +571,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.schedule_will(*will);
             }
         }
-        let client = self.info.clone();
+        let client = ClientInfo::clone(&self.info);
         self.broker
             .emit(EventMask::DISCONNECTED, || BrokerEvent::ClientDisconnected {
                 client,
@@ -930,7 +956,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::DELIVERED, || BrokerEvent::Delivered {
                 client_id: c,
                 message: m,
-                info: Some(self.shared_info.clone()),
+                info: Some(self.info.clone()),
             });
         }
     }
@@ -1087,7 +1113,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             .with_properties(p.properties);
         // Only rule events read it: no refcount traffic per message when no rule listens.
         if self.broker.wants(EventMask::ALL) {
-            msg.publisher = Some(self.shared_info.clone());
+            msg.publisher = Some(self.info.clone());
         }
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
@@ -1149,7 +1175,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::ACKED, || BrokerEvent::Acked {
                 client_id: c,
                 message: m,
-                info: Some(self.shared_info.clone()),
+                info: Some(self.info.clone()),
             });
         }
     }
@@ -1339,7 +1365,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             client_id: c,
             filter,
             qos,
-            info: Some(self.shared_info.clone()),
+            info: Some(self.info.clone()),
         });
         Ok(qos as u8)
     }
@@ -1424,7 +1450,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.broker.emit(EventMask::UNSUBSCRIBED, || BrokerEvent::Unsubscribed {
                     client_id: c,
                     filter,
-                    info: Some(self.shared_info.clone()),
+                    info: Some(self.info.clone()),
                 });
             }
         }
@@ -1476,7 +1502,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             ..Default::default()
         });
         let mut msg = msg;
-        msg.publisher = Some(self.shared_info.clone());
+        msg.publisher = Some(self.info.clone());
         if delay == 0 {
             self.broker.publish(msg);
             return;
