@@ -805,12 +805,12 @@ impl Broker {
         }
         st.mqueue.push_back(d);
         self.metrics.queued.inc();
-        let online = st.is_online();
-        let pressure = online && st.mqueue.len() >= self.high_water() && st.draining();
-        drop(st);
-        if online {
-            session.notify.notify_one();
+        let pressure = st.is_online() && st.mqueue.len() >= self.high_water() && st.draining();
+        // Woken under the lock: the attached connection, not one that was taken over meanwhile.
+        if let Some(c) = &st.conn {
+            c.ctrl.wake();
         }
+        drop(st);
         if pressure {
             Enqueued::UnderPressure
         } else {

@@ -685,7 +685,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                         }
                     }
                 }
-                _ = self.session.notify.notified() => {}
                 _ = wait_opt(&mut pause) => {
                     pause = None;
                     self.throttle_until = None;
@@ -704,7 +703,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let handled = self.process_input();
         if let (Some(before), Some(after)) = (mark, self.broker.durability_mark()) {
             if after > before {
-                self.broker.wait_durable(after).await;
+                // Boxed: only `sync_mode = "every_write"` waits here, and the wait (a timeout
+                // and a wake-up) would otherwise size every connection's task.
+                Box::pin(self.broker.wait_durable(after)).await;
             }
         }
         handled

@@ -146,9 +146,15 @@ impl ConnCtrl {
         self.take_cmd()
     }
 
-    /// Wait until a command or signal may be pending (then call [`take_signals`](Self::take_signals)).
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// Wake the connection: messages were queued for it.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wait until a command, a signal or queued messages may be pending (then call
+    /// [`take_signals`](Self::take_signals) and drain the queue). The connection's only wake-up.
+    pub fn wait(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 
     /// Record activity from the client at `ms` (milliseconds since the broker started).
@@ -321,9 +327,9 @@ impl SessionState {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// Publishers wake the attached connection through its [`ConnCtrl::wake`]
+    /// (one wake-up per connection, not one more per session).
     pub state: Mutex<SessionState>,
-    /// Wakes the connection task when messages are queued.
-    pub notify: Notify,
     /// Wakes publishers paused by back-pressure when the queue falls below half the high-water mark.
     pub drained: Notify,
 }
@@ -336,7 +342,6 @@ impl Session {
                 expiry_interval,
                 ..Default::default()
             }),
-            notify: Notify::new(),
             drained: Notify::new(),
         })
     }
