@@ -137,15 +137,6 @@ impl ConnCtrl {
         self.cmd.lock().take()
     }
 
-    /// The pending command, if any (cheap when there is none). Other signals stay pending.
-    pub fn try_recv(&self) -> Option<Control> {
-        if self.pending.load(std::sync::atomic::Ordering::Acquire) & CTRL_CMD == 0 {
-            return None;
-        }
-        self.pending.fetch_and(!CTRL_CMD, std::sync::atomic::Ordering::AcqRel);
-        self.take_cmd()
-    }
-
     /// Wake the connection: messages were queued for it.
     pub fn wake(&self) {
         self.notify.notify_one();
@@ -178,7 +169,9 @@ pub struct ConnRef {
 
 /// A map allocated on first insert: most sessions never subscribe, or never
 /// receive QoS 2, and an empty `HashMap` still takes 48 bytes in every session.
+/// The box is the point: 8 bytes in the session instead of 48.
 #[derive(Debug)]
+#[allow(clippy::box_collection)]
 pub struct LazyMap<K, V>(Option<Box<HashMap<K, V>>>);
 
 impl<K, V> Default for LazyMap<K, V> {
@@ -409,5 +402,45 @@ impl StoredDelivery {
             seq,
         };
         (d, self.pkid, self.stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lazy_map_allocates_on_first_insert_and_frees_when_empty() {
+        let mut m: LazyMap<u16, u32> = LazyMap::default();
+        assert!(m.0.is_none() && m.is_empty() && !m.contains_key(&1));
+        assert_eq!(m.remove(&1), None);
+        m.insert(1, 10);
+        m.insert(2, 20);
+        assert_eq!((m.len(), m.get(&2)), (2, Some(&20)));
+        m.retain(|k, _| *k == 2);
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&2, &20)]);
+        assert_eq!(m.remove(&2), Some(20));
+        assert!(m.0.is_none(), "freed when emptied");
+        m.insert(3, 30);
+        assert_eq!(m.take_all().collect::<Vec<_>>(), vec![(3, 30)]);
+        assert!(m.0.is_none());
+        let c: LazyMap<u16, u32> = std::iter::empty().collect();
+        assert!(c.0.is_none());
+    }
+
+    #[test]
+    fn ctrl_signals_accumulate_and_clear() {
+        let c = ConnCtrl::default();
+        assert_eq!(c.take_signals(), 0);
+        c.signal(CTRL_KEEPALIVE);
+        c.send(Control::Disconnect {
+            reason_code: 0x8E,
+            reason: DisconnectReason::TakenOver,
+        });
+        assert_eq!(c.take_signals(), CTRL_KEEPALIVE | CTRL_CMD);
+        assert_eq!(c.take_signals(), 0);
+        assert!(c.take_cmd().is_some());
+        c.touch(1234);
+        assert_eq!(c.last_activity(), 1234);
     }
 }
