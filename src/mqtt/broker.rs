@@ -19,8 +19,8 @@ use super::codec::QoS;
 use super::events::{BrokerEvent, DisconnectReason, DropReason, EventMask, EventSink};
 use super::message::{now_ms, Message, StoredMessage};
 use super::session::{
-    ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession, SubOptions,
-    Subscriber,
+    ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, ShareRef, StoredDelivery, StoredSession,
+    SubOptions, Subscriber, CTRL_HOUSEKEEPING, CTRL_KEEPALIVE,
 };
 use super::sub_source::SubscriptionSource;
 use super::topic::{self, TopicLimits};
@@ -144,6 +144,39 @@ pub struct Broker {
     pub started: Instant,
     /// Subscription by broker: asked for every connecting client (set once, at start).
     sub_sources: std::sync::OnceLock<Vec<Arc<dyn SubscriptionSource>>>,
+    /// The connections the sweeper watches (see [`Broker::register_conn`]).
+    sweep: Mutex<SweepSlots>,
+    sweeper_started: std::sync::atomic::AtomicBool,
+}
+
+/// How often the sweeper checks keepalives: a client is closed between 1.5 × its
+/// keepalive and that plus this period after its last packet.
+pub const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// Every connection gets a housekeeping signal once per this many sweeps (spread
+/// over the sweeps by slot, so not all connections wake at once).
+const HOUSEKEEPING_SWEEPS: usize = 5;
+
+/// Slot → (the connection's mailbox, its keepalive in ms, 0 = none). Free slots are reused.
+#[derive(Default)]
+struct SweepSlots {
+    entries: Vec<Option<(Arc<ConnCtrl>, u64)>>,
+    free: Vec<usize>,
+}
+
+/// The broker-wide sweeper: one task and one timer for every connection's
+/// keepalive and housekeeping (a timer per connection costs memory in every one).
+async fn sweeper(broker: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(SWEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: usize = 0;
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        b.sweep(n);
+        n = n.wrapping_add(1);
+    }
 }
 
 impl Broker {
@@ -166,7 +199,68 @@ impl Broker {
             next_conn_id: AtomicU64::new(1),
             started: Instant::now(),
             sub_sources: std::sync::OnceLock::new(),
+            sweep: Mutex::new(SweepSlots::default()),
+            sweeper_started: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Milliseconds since the broker started (the clock of [`ConnCtrl::touch`]).
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Put a connection under the sweeper: it is signalled [`CTRL_KEEPALIVE`]
+    /// once `keep_alive` (zero = never) passed without [`ConnCtrl::touch`], and
+    /// [`CTRL_HOUSEKEEPING`] every few seconds. Returns the slot to give back
+    /// with [`unregister_conn`](Self::unregister_conn).
+    pub fn register_conn(self: &Arc<Self>, ctrl: Arc<ConnCtrl>, keep_alive: std::time::Duration) -> usize {
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweeper(Arc::downgrade(self)));
+        }
+        ctrl.touch(self.clock_ms());
+        let entry = Some((ctrl, keep_alive.as_millis().min(u128::from(u64::MAX)) as u64));
+        let mut s = self.sweep.lock();
+        match s.free.pop() {
+            Some(i) if i < s.entries.len() => {
+                s.entries[i] = entry;
+                i
+            }
+            _ => {
+                s.entries.push(entry);
+                s.entries.len() - 1
+            }
+        }
+    }
+
+    /// The connection of `slot` has ended.
+    pub fn unregister_conn(&self, slot: usize) {
+        let mut s = self.sweep.lock();
+        if s.entries.get_mut(slot).and_then(Option::take).is_some() {
+            s.free.push(slot);
+        }
+    }
+
+    /// One sweep (number `n`): signal the connections whose keepalive expired,
+    /// and the share of connections whose housekeeping is due.
+    fn sweep(&self, n: usize) {
+        let now = self.clock_ms();
+        let phase = n % HOUSEKEEPING_SWEEPS;
+        let s = self.sweep.lock();
+        for (i, e) in s.entries.iter().enumerate() {
+            let Some((ctrl, keep_alive)) = e else {
+                continue;
+            };
+            let mut bits = 0;
+            if *keep_alive != 0 && now.saturating_sub(ctrl.last_activity()) >= *keep_alive {
+                bits |= CTRL_KEEPALIVE;
+            }
+            if i % HOUSEKEEPING_SWEEPS == phase {
+                bits |= CTRL_HOUSEKEEPING;
+            }
+            if bits != 0 {
+                ctrl.signal(bits);
+            }
+        }
     }
 
     /// Sets the sources of subscriptions looked up for every connecting client
@@ -388,7 +482,7 @@ impl Broker {
     /// Remove a session's subscriptions and stored state; hand its shared messages to other members.
     fn terminate(&self, session: &Arc<Session>, reason: &'static str) {
         let mut st = session.state.lock();
-        let subs: Vec<String> = st.subscriptions.drain().map(|(k, _)| k).collect();
+        let subs: Vec<String> = st.subscriptions.take_all().map(|(k, _)| k).collect();
         let shared = take_shared(self, &session.client_id, &mut st);
         self.metrics.queued.add(-(st.mqueue.len() as i64));
         st.mqueue.clear();
@@ -711,12 +805,12 @@ impl Broker {
         }
         st.mqueue.push_back(d);
         self.metrics.queued.inc();
-        let online = st.is_online();
-        let pressure = online && st.mqueue.len() >= self.high_water() && st.draining();
-        drop(st);
-        if online {
-            session.notify.notify_one();
+        let pressure = st.is_online() && st.mqueue.len() >= self.high_water() && st.draining();
+        // Woken under the lock: the attached connection, not one that was taken over meanwhile.
+        if let Some(c) = &st.conn {
+            c.ctrl.wake();
         }
+        drop(st);
         if pressure {
             Enqueued::UnderPressure
         } else {

@@ -29,7 +29,10 @@ use super::codec::{
 };
 use super::events::{BrokerEvent, ClientInfo, DisconnectReason, DropReason, EventMask};
 use super::message::{now_ms, Message};
-use super::session::{ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions};
+use super::session::{
+    ConnCtrl, ConnRef, Control, Delivery, Inflight, OutStage, Session, StoredDelivery, SubOptions, CTRL_CMD,
+    CTRL_HOUSEKEEPING, CTRL_KEEPALIVE,
+};
 use super::sub_source::Lookup;
 use super::topic;
 use crate::store::StoreOp;
@@ -49,8 +52,6 @@ fn reserve_read(buf: &mut BytesMut) {
     }
 }
 
-/// How often a connection resends overdue messages and expires stale QoS 2 ids.
-const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
 /// Most messages moved from the session queue per drain.
 const DRAIN_BATCH: usize = 512;
 
@@ -126,13 +127,40 @@ impl Bucket {
 }
 
 /// Serve one client connection until it closes.
-pub async fn serve<S>(
+///
+/// The connect phase (waiting for CONNECT, the handshake) runs in a boxed future
+/// that owns the arguments: once the client is connected it is freed, and the
+/// task keeps only the connection state and its event loop. Every byte a task
+/// keeps is paid by every idle connection.
+pub fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
     settings: Arc<ConnSettings>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let connect = Box::pin(connect_phase(broker, stream, peer, settings, shutdown));
+    async move {
+        let Some((mut conn, ctrl, cancelled)) = connect.await else {
+            return;
+        };
+        conn.run(&ctrl, cancelled).await;
+    }
+}
+
+/// Wait for CONNECT and do the handshake: the connection, its control mailbox,
+/// and whether shutdown began meanwhile; None when the client did not connect.
+async fn connect_phase<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    settings: Arc<ConnSettings>,
+    shutdown: CancellationToken,
+) -> Option<(Box<Conn<S>>, Arc<ConnCtrl>, bool)>
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
@@ -142,8 +170,8 @@ pub async fn serve<S>(
     // Wait for CONNECT within the idle timeout.
     let connect = tokio::select! {
         r = read_connect(&broker, &mut reader, &mut rbuf) => r,
-        _ = tokio::time::sleep(broker.cfg.idle_timeout) => return,
-        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(broker.cfg.idle_timeout) => return None,
+        _ = shutdown.cancelled() => return None,
     };
     let connect = match connect {
         Ok(c) => c,
@@ -161,11 +189,11 @@ pub async fn serve<S>(
                     let _ = writer.write_all(&out).await;
                 }
             }
-            return;
+            return None;
         }
     };
     let ctrl = Arc::new(ConnCtrl::default());
-    // Boxed: the handshake's state is large and short-lived; it should not size every connection's task.
+    // Boxed: the handshake's state is large and short-lived; it should not size this future either.
     let conn = Box::pin(Conn::handshake(
         broker,
         reader,
@@ -176,12 +204,13 @@ pub async fn serve<S>(
         connect,
         ctrl.clone(),
     ))
-    .await;
-    let mut conn = conn;
-    // In place (`as_mut`), not moved out: a moved copy would double the connection's size in the task.
-    if let Some(conn) = conn.as_mut() {
-        conn.run(&ctrl, &shutdown).await;
-    }
+    .await?;
+    // Boxed: it moves no further, so the task holds a pointer to it rather than a copy.
+    let conn = Box::new(conn);
+    // Checked with no await before the event loop starts: shutdown that began during the
+    // handshake, after the broadcast reached attached connections.
+    let cancelled = shutdown.is_cancelled();
+    Some((conn, ctrl, cancelled))
 }
 
 /// Read and decode the first packet, which must be CONNECT.
@@ -240,9 +269,8 @@ struct Conn<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     protocol: Protocol,
-    info: ClientInfo,
-    /// The same, shared by this client's messages and events (publisher and receiver columns).
-    shared_info: Arc<ClientInfo>,
+    /// Who the client is; shared by its messages and events (publisher and receiver columns).
+    info: Arc<ClientInfo>,
     session: Arc<Session>,
     conn_id: u64,
     /// Effective keepalive (after Server Keep Alive), zero = none.
@@ -264,6 +292,16 @@ struct Conn<S> {
     drain_buf: Vec<(Delivery, u16)>,
     /// A subscriber session this client is flooding: reading pauses until it drains.
     pressure: Option<Arc<Session>>,
+    /// This connection's slot in the broker's sweeper (keepalive and housekeeping).
+    sweep_slot: Option<usize>,
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.sweep_slot.take() {
+            self.broker.unregister_conn(slot);
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
@@ -402,6 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             ack_props.session_expiry_interval = Some(expiry);
         }
         let conn_id = broker.next_conn_id();
+        let sweep_ctrl = ctrl.clone();
         let attached = broker.attach(
             &client_id,
             c.clean_start,
@@ -451,8 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             rbuf,
             wbuf: BytesMut::new(),
             protocol,
-            shared_info: Arc::new(info.clone()),
-            info,
+            info: Arc::new(info),
             session: attached.session,
             conn_id,
             keep_alive: Duration::from_millis((f64::from(keep_alive) * 1000.0 * cfg.keepalive_multiplier) as u64),
@@ -482,6 +520,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             throttle_until: None,
             pressure: None,
             drain_buf: Vec::new(),
+            sweep_slot: None,
         };
         let ack = Packet::ConnAck(ConnAck {
             session_present: attached.session_present,
@@ -498,17 +537,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             peer,
             code: 0,
         });
-        let info = conn.info.clone();
+        let info = ClientInfo::clone(&conn.info);
         broker.emit(EventMask::CONNECTED, || BrokerEvent::ClientConnected(info));
         // Resume: resend unacknowledged messages first, in order, with DUP.
         conn.resend_inflight();
         conn.auto_subscribe();
         conn.subscribe_by_broker(by_broker);
+        conn.sweep_slot = Some(broker.register_conn(sweep_ctrl, conn.keep_alive));
         Some(conn)
     }
 
-    async fn run(&mut self, ctrl: &ConnCtrl, shutdown: &CancellationToken) {
-        let exit = if shutdown.is_cancelled() {
+    async fn run(&mut self, ctrl: &ConnCtrl, cancelled: bool) {
+        let exit = if cancelled {
             // Shutdown began during the handshake, after the broadcast reached attached connections.
             self.send_disconnect(reason::SERVER_SHUTTING_DOWN, None);
             Exit::Server {
@@ -531,7 +571,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.schedule_will(*will);
             }
         }
-        let client = self.info.clone();
+        let client = ClientInfo::clone(&self.info);
         self.broker
             .emit(EventMask::DISCONNECTED, || BrokerEvent::ClientDisconnected {
                 client,
@@ -544,19 +584,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     /// Runs until the connection ends. Shutdown arrives through `ctrl` like any
     /// other broker command (one waiter fewer in every connection's state).
     async fn event_loop(&mut self, ctrl: &ConnCtrl) -> Exit {
-        // One timer serves keepalive and housekeeping. It is re-armed only when
-        // it fires: resetting a timer per packet would cost a timer-wheel update per message.
-        let mut last_activity = Instant::now();
-        let mut housekeeping_due = last_activity + HOUSEKEEPING_PERIOD;
-        let next_tick = |last_activity: Instant, housekeeping_due: Instant, keep_alive: Duration| {
-            if keep_alive.is_zero() {
-                housekeeping_due
-            } else {
-                housekeeping_due.min(last_activity + keep_alive)
-            }
-        };
-        let timer = tokio::time::sleep_until(next_tick(last_activity, housekeeping_due, self.keep_alive));
-        tokio::pin!(timer);
         // While throttled or under back-pressure: a boxed wait (rare, so not part of every connection's size).
         let mut pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         // Bytes left in the read buffer may hold whole packets (CONNECT's
@@ -564,10 +591,27 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let mut input_pending = !self.rbuf.is_empty();
         let mut flush = false;
         loop {
-            if let Some(Control::Disconnect { reason_code, reason }) = ctrl.try_recv() {
-                self.send_disconnect(reason_code, None);
-                let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
-                return Exit::Server { reason, publish_will };
+            let signals = ctrl.take_signals();
+            if signals != 0 {
+                if signals & CTRL_CMD != 0 {
+                    if let Some(Control::Disconnect { reason_code, reason }) = ctrl.take_cmd() {
+                        self.send_disconnect(reason_code, None);
+                        let publish_will = reason == DisconnectReason::TakenOver || reason == DisconnectReason::Kicked;
+                        return Exit::Server { reason, publish_will };
+                    }
+                }
+                // The sweeper saw no packet for the keepalive period; re-checked here, as
+                // bytes may have arrived since.
+                if signals & CTRL_KEEPALIVE != 0
+                    && !self.keep_alive.is_zero()
+                    && self.broker.clock_ms().saturating_sub(ctrl.last_activity()) >= self.keep_alive_ms()
+                {
+                    self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
+                    return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
+                }
+                if signals & CTRL_HOUSEKEEPING != 0 {
+                    self.housekeeping();
+                }
             }
             // TLS and WebSocket streams buffer: push what was written out.
             if flush {
@@ -636,29 +680,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                                     self.throttle_until = Some(Instant::now() + pause);
                                 }
                             }
-                            last_activity = Instant::now();
+                            ctrl.touch(self.broker.clock_ms());
                             input_pending = true;
                         }
                     }
                 }
-                _ = self.session.notify.notified() => {}
                 _ = wait_opt(&mut pause) => {
                     pause = None;
                     self.throttle_until = None;
                     self.pressure = None;
                     input_pending = !self.rbuf.is_empty();
-                }
-                _ = &mut timer => {
-                    let now = Instant::now();
-                    if !self.keep_alive.is_zero() && now >= last_activity + self.keep_alive {
-                        self.send_disconnect(reason::KEEP_ALIVE_TIMEOUT, None);
-                        return Exit::Abnormal(DisconnectReason::KeepaliveTimeout);
-                    }
-                    if now >= housekeeping_due {
-                        self.housekeeping();
-                        housekeeping_due = now + HOUSEKEEPING_PERIOD;
-                    }
-                    timer.as_mut().reset(next_tick(last_activity, housekeeping_due, self.keep_alive));
                 }
             }
         }
@@ -672,7 +703,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
         let handled = self.process_input();
         if let (Some(before), Some(after)) = (mark, self.broker.durability_mark()) {
             if after > before {
-                self.broker.wait_durable(after).await;
+                // Boxed: only `sync_mode = "every_write"` waits here, and the wait (a timeout
+                // and a wake-up) would otherwise size every connection's task.
+                Box::pin(self.broker.wait_durable(after)).await;
             }
         }
         handled
@@ -719,6 +752,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 .map(str::to_owned),
             user_properties: Vec::new(),
         }
+    }
+
+    /// The effective keepalive in milliseconds (as the sweeper counts it).
+    fn keep_alive_ms(&self) -> u64 {
+        self.keep_alive.as_millis().min(u128::from(u64::MAX)) as u64
     }
 
     fn owns_session(&self, st: &super::session::SessionState) -> bool {
@@ -919,7 +957,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::DELIVERED, || BrokerEvent::Delivered {
                 client_id: c,
                 message: m,
-                info: Some(self.shared_info.clone()),
+                info: Some(self.info.clone()),
             });
         }
     }
@@ -1076,7 +1114,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             .with_properties(p.properties);
         // Only rule events read it: no refcount traffic per message when no rule listens.
         if self.broker.wants(EventMask::ALL) {
-            msg.publisher = Some(self.shared_info.clone());
+            msg.publisher = Some(self.info.clone());
         }
         let (n, pressure) = self.broker.publish_from_client(msg);
         if pressure.is_some() {
@@ -1138,7 +1176,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             self.broker.emit(EventMask::ACKED, || BrokerEvent::Acked {
                 client_id: c,
                 message: m,
-                info: Some(self.shared_info.clone()),
+                info: Some(self.info.clone()),
             });
         }
     }
@@ -1328,7 +1366,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             client_id: c,
             filter,
             qos,
-            info: Some(self.shared_info.clone()),
+            info: Some(self.info.clone()),
         });
         Ok(qos as u8)
     }
@@ -1413,7 +1451,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 self.broker.emit(EventMask::UNSUBSCRIBED, || BrokerEvent::Unsubscribed {
                     client_id: c,
                     filter,
-                    info: Some(self.shared_info.clone()),
+                    info: Some(self.info.clone()),
                 });
             }
         }
@@ -1465,7 +1503,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
             ..Default::default()
         });
         let mut msg = msg;
-        msg.publisher = Some(self.shared_info.clone());
+        msg.publisher = Some(self.info.clone());
         if delay == 0 {
             self.broker.publish(msg);
             return;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -139,10 +139,11 @@ pub fn spawn(broker: Arc<Broker>, bound: Bound, shutdown: CancellationToken, tra
             // memory of the largest (TLS + WebSocket) state.
             match transport {
                 Transport::Tcp => {
-                    t2.spawn(async move {
-                        let _permit = permit;
-                        connection::serve(broker, stream, peer, settings, shutdown).await;
-                    });
+                    // Not `async move { let _permit = permit; serve.await }`: an async block keeps
+                    // its captures apart from its locals, so the connection's whole future
+                    // would be in the task twice (the task cell is sized in 128-byte steps).
+                    let serve = connection::serve(broker, stream, peer, settings, shutdown);
+                    t2.spawn(serve.map(move |()| drop(permit)));
                 }
                 Transport::Ssl { acceptor } => {
                     t2.spawn(async move {

@@ -88,34 +88,74 @@ pub enum Control {
 
 /// A connection's control mailbox: one pending command and a wake-up. Much
 /// smaller than a channel, which matters because every connection has one.
+///
+/// It also carries the connection's side of the broker-wide sweeper (see
+/// [`Broker::sweep`](super::broker::Broker)): the time of the last packet
+/// from the client, and the keepalive / housekeeping signals the sweeper
+/// leaves, so no connection needs a timer of its own.
 #[derive(Debug, Default)]
 pub struct ConnCtrl {
-    /// Fast path: the connection polls this every loop turn without taking the lock.
-    pending: std::sync::atomic::AtomicBool,
+    /// Fast path: the connection polls this every loop turn without taking the
+    /// lock. Bits: [`CTRL_CMD`], [`CTRL_KEEPALIVE`], [`CTRL_HOUSEKEEPING`].
+    pending: std::sync::atomic::AtomicU8,
     cmd: Mutex<Option<Control>>,
     notify: Notify,
+    /// Milliseconds since the broker started at the last bytes read from the client.
+    last_activity_ms: std::sync::atomic::AtomicU64,
 }
+
+/// A command is waiting in the mailbox.
+pub const CTRL_CMD: u8 = 1;
+/// The sweeper found no packet from the client for the keepalive period.
+pub const CTRL_KEEPALIVE: u8 = 2;
+/// Housekeeping is due (resends, awaiting-PUBREL expiry, idle buffers).
+pub const CTRL_HOUSEKEEPING: u8 = 4;
 
 impl ConnCtrl {
     /// Leave a command for the connection (a later one replaces an unread earlier one).
     pub fn send(&self, c: Control) {
         *self.cmd.lock() = Some(c);
-        self.pending.store(true, std::sync::atomic::Ordering::Release);
+        self.signal(CTRL_CMD);
+    }
+
+    /// Set signal bits and wake the connection.
+    pub fn signal(&self, bits: u8) {
+        self.pending.fetch_or(bits, std::sync::atomic::Ordering::AcqRel);
         self.notify.notify_one();
     }
 
-    /// The pending command, if any (cheap when there is none).
-    pub fn try_recv(&self) -> Option<Control> {
-        if !self.pending.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
+    /// The pending signal bits, cleared (cheap when there are none).
+    pub fn take_signals(&self) -> u8 {
+        if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return 0;
         }
-        self.pending.store(false, std::sync::atomic::Ordering::Release);
+        self.pending.swap(0, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// The command left by [`send`](Self::send), once [`take_signals`](Self::take_signals) showed [`CTRL_CMD`].
+    pub fn take_cmd(&self) -> Option<Control> {
         self.cmd.lock().take()
     }
 
-    /// Wait until a command may be pending (then call [`try_recv`](Self::try_recv)).
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// Wake the connection: messages were queued for it.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wait until a command, a signal or queued messages may be pending (then call
+    /// [`take_signals`](Self::take_signals) and drain the queue). The connection's only wake-up.
+    pub fn wait(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Record activity from the client at `ms` (milliseconds since the broker started).
+    pub fn touch(&self, ms: u64) {
+        self.last_activity_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the client was last heard from (milliseconds since the broker started).
+    pub fn last_activity(&self) -> u64 {
+        self.last_activity_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -127,14 +167,100 @@ pub struct ConnRef {
     pub protocol: Protocol,
 }
 
+/// A map allocated on first insert: most sessions never subscribe, or never
+/// receive QoS 2, and an empty `HashMap` still takes 48 bytes in every session.
+/// The box is the point: 8 bytes in the session instead of 48.
+#[derive(Debug)]
+#[allow(clippy::box_collection)]
+pub struct LazyMap<K, V>(Option<Box<HashMap<K, V>>>);
+
+impl<K, V> Default for LazyMap<K, V> {
+    fn default() -> Self {
+        LazyMap(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> LazyMap<K, V> {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains_key<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.as_ref().is_some_and(|m| m.contains_key(k))
+    }
+
+    pub fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.as_ref().and_then(|m| m.get(k))
+    }
+
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.0.get_or_insert_with(Default::default).insert(k, v)
+    }
+
+    /// Removes `k`; the map is freed when it becomes empty.
+    pub fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let m = self.0.as_mut()?;
+        let v = m.remove(k);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        v
+    }
+
+    pub fn retain(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
+        if let Some(m) = self.0.as_mut() {
+            m.retain(f);
+            if m.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    /// Takes every entry out, freeing the map.
+    pub fn take_all(&mut self) -> impl Iterator<Item = (K, V)> {
+        self.0.take().into_iter().flat_map(|m| m.into_iter())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> FromIterator<(K, V)> for LazyMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let m: HashMap<K, V> = iter.into_iter().collect();
+        LazyMap((!m.is_empty()).then(|| Box::new(m)))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SessionState {
     /// Full filter (including any `$share/<group>/` prefix) → options.
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: LazyMap<String, SubOptions>,
     pub mqueue: VecDeque<Delivery>,
     pub inflight: VecDeque<Inflight>,
     /// Incoming QoS 2 packet ids awaiting PUBREL, with when they arrived.
-    pub awaiting_rel: HashMap<u16, std::time::Instant>,
+    pub awaiting_rel: LazyMap<u16, std::time::Instant>,
     pub next_pkid: u16,
     pub next_seq: u64,
     pub conn: Option<ConnRef>,
@@ -194,9 +320,9 @@ impl SessionState {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// Publishers wake the attached connection through its [`ConnCtrl::wake`]
+    /// (one wake-up per connection, not one more per session).
     pub state: Mutex<SessionState>,
-    /// Wakes the connection task when messages are queued.
-    pub notify: Notify,
     /// Wakes publishers paused by back-pressure when the queue falls below half the high-water mark.
     pub drained: Notify,
 }
@@ -209,7 +335,6 @@ impl Session {
                 expiry_interval,
                 ..Default::default()
             }),
-            notify: Notify::new(),
             drained: Notify::new(),
         })
     }
@@ -277,5 +402,45 @@ impl StoredDelivery {
             seq,
         };
         (d, self.pkid, self.stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lazy_map_allocates_on_first_insert_and_frees_when_empty() {
+        let mut m: LazyMap<u16, u32> = LazyMap::default();
+        assert!(m.0.is_none() && m.is_empty() && !m.contains_key(&1));
+        assert_eq!(m.remove(&1), None);
+        m.insert(1, 10);
+        m.insert(2, 20);
+        assert_eq!((m.len(), m.get(&2)), (2, Some(&20)));
+        m.retain(|k, _| *k == 2);
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&2, &20)]);
+        assert_eq!(m.remove(&2), Some(20));
+        assert!(m.0.is_none(), "freed when emptied");
+        m.insert(3, 30);
+        assert_eq!(m.take_all().collect::<Vec<_>>(), vec![(3, 30)]);
+        assert!(m.0.is_none());
+        let c: LazyMap<u16, u32> = std::iter::empty().collect();
+        assert!(c.0.is_none());
+    }
+
+    #[test]
+    fn ctrl_signals_accumulate_and_clear() {
+        let c = ConnCtrl::default();
+        assert_eq!(c.take_signals(), 0);
+        c.signal(CTRL_KEEPALIVE);
+        c.send(Control::Disconnect {
+            reason_code: 0x8E,
+            reason: DisconnectReason::TakenOver,
+        });
+        assert_eq!(c.take_signals(), CTRL_KEEPALIVE | CTRL_CMD);
+        assert_eq!(c.take_signals(), 0);
+        assert!(c.take_cmd().is_some());
+        c.touch(1234);
+        assert_eq!(c.last_activity(), 1234);
     }
 }
