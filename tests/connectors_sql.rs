@@ -533,6 +533,41 @@ impl Drop for OwnPg {
     }
 }
 
+/// Publishes `n` QoS 1 messages `{"i": k}` to `out/x`, paced: 500 every 50 ms.
+fn paced_publisher(addr: SocketAddr, n: i64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for k in 0..n / 500 {
+            publish_all(
+                addr,
+                "out/x",
+                (k * 500..(k + 1) * 500).map(|i| format!(r#"{{"i": {i}}}"#)),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// `pg_ctl` with `args` on the test's own server (blocking, so on a blocking thread).
+async fn pg_ctl(pg: &std::sync::Arc<OwnPg>, args: &'static [&'static str]) {
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.pg_ctl(args))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Every message on `out/#` into `msgs(id, i)`, deduplicated by message id.
+fn msgs_rule() -> String {
+    rule(
+        "postgres",
+        "out/#",
+        "id, payload.i AS i",
+        "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
+        "dedupe = true",
+    )
+}
+
 #[tokio::test]
 async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
     let pg = match tokio::task::spawn_blocking(OwnPg::start).await.unwrap() {
@@ -559,46 +594,21 @@ async fn postgres_stopped_mid_run_with_dedupe_every_row_exactly_once() {
             "postgres",
             "batch_size = 50\nbatch_time = \"10ms\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nqueue_len = 100000",
         ),
-        &rule(
-            "postgres",
-            "out/#",
-            "id, payload.i AS i",
-            "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
-            "dedupe = true",
-        ),
+        &msgs_rule(),
     )
     .await;
     const N: i64 = 10_000;
     // Stop the server while batches are in flight and messages keep coming, then start it.
     let addr = b.tcp;
-    let publisher = tokio::spawn(async move {
-        // Paced: 500 messages every 50 ms (at least 1 s in all).
-        for k in 0..N / 500 {
-            publish_all(
-                addr,
-                "out/x",
-                (k * 500..(k + 1) * 500).map(|i| format!(r#"{{"i": {i}}}"#)),
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let publisher = paced_publisher(addr, N);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pg = std::sync::Arc::new(pg);
-    let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.pg_ctl(&["-m", "fast", "-w", "stop"]))
-        .await
-        .unwrap()
-        .unwrap();
+    pg_ctl(&pg, &["-m", "fast", "-w", "stop"]).await;
     publisher.await.unwrap();
     let (m, _) = wait(&b, 20, "buffering", |m| n(m, "matched") == N as u64).await;
     assert!(n(&m, "success") < N as u64, "the server was down: {m}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.pg_ctl(&["-w", "start"]))
-        .await
-        .unwrap()
-        .unwrap();
+    pg_ctl(&pg, &["-w", "start"]).await;
     let (m, _) = wait(&b, 60, "every row after restart", |m| n(m, "success") == N as u64).await;
     assert_eq!(n(&m, "failed") + n(&m, "dropped"), 0, "{m}");
     b.running.stop().await;
@@ -699,40 +709,15 @@ async fn postgres_down_then_broker_killed_with_a_disk_buffer_every_row_exactly_o
             "batch_size = 100\nbatch_time = \"10ms\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nqueue_len = 1000",
         ),
     );
-    write(
-        &dir.path().join("rules"),
-        "r.toml",
-        &rule(
-            "postgres",
-            "out/#",
-            "id, payload.i AS i",
-            "INSERT INTO msgs(id, i) VALUES (${id}, ${i})",
-            "dedupe = true",
-        ),
-    );
+    write(&dir.path().join("rules"), "r.toml", &msgs_rule());
     let p = dir.path().to_path_buf();
     let mut first = tokio::task::spawn_blocking(move || Proc::start(&p)).await.unwrap();
     const N: i64 = 10_000;
     let addr = first.tcp;
-    let publisher = tokio::spawn(async move {
-        // Paced: 500 messages every 50 ms (at least 1 s in all).
-        for k in 0..N / 500 {
-            publish_all(
-                addr,
-                "out/x",
-                (k * 500..(k + 1) * 500).map(|i| format!(r#"{{"i": {i}}}"#)),
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let publisher = paced_publisher(addr, N);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pg = std::sync::Arc::new(pg);
-    let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.pg_ctl(&["-m", "fast", "-w", "stop"]))
-        .await
-        .unwrap()
-        .unwrap();
+    pg_ctl(&pg, &["-m", "fast", "-w", "stop"]).await;
     publisher.await.unwrap();
     let (m, _) = wait_at(first.http, 30, "every message matched", |m| n(m, "matched") == N as u64).await;
     let queued = n(&m, "queuing") + n(&m, "inflight");
@@ -740,11 +725,7 @@ async fn postgres_down_then_broker_killed_with_a_disk_buffer_every_row_exactly_o
     // The writer writes and syncs every 20 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.kill9();
-    let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.pg_ctl(&["-w", "start"]))
-        .await
-        .unwrap()
-        .unwrap();
+    pg_ctl(&pg, &["-w", "start"]).await;
     let p = dir.path().to_path_buf();
     let second = tokio::task::spawn_blocking(move || Proc::start(&p)).await.unwrap();
     let (m, _) = wait_at(second.http, 60, "the buffered outputs delivered", |m| {

@@ -88,6 +88,28 @@ async fn start_hook() -> (Hook, SocketAddr) {
     (hook, addr)
 }
 
+/// A local address nothing listens on (yet).
+fn closed_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The recording server, at `addr` (a server that comes up later).
+async fn start_hook_at(addr: SocketAddr) -> Hook {
+    let hook = Hook::default();
+    let app = Router::new().fallback(handler).with_state(hook.clone());
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    hook
+}
+
+/// A broker with connector `hook` at `addr` (plus `extra` settings) and the test rule.
+async fn hook_broker(dir: &Path, addr: SocketAddr, extra: &str) -> common::TestBroker {
+    write(&dir.join("connectors"), "hook.toml", &connector(addr, extra));
+    write(&dir.join("rules"), "r.toml", &rule("hook", ""));
+    broker(dir).await
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -416,22 +438,14 @@ async fn a_rule_naming_a_missing_connector_is_refused_with_its_position() {
 
 #[tokio::test]
 async fn memory_mode_a_server_that_is_down_is_buffered_drop_oldest_and_reconnected() {
-    // A port with nothing listening (yet).
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = closed_addr();
     let dir = tempfile::tempdir().unwrap();
-    write(
-        &dir.path().join("connectors"),
-        "hook.toml",
-        &connector(
-            addr,
-            "inflight_window = 1\nqueue_len = 10\nbuffer_mode = \"memory\"\nconnect_timeout = \"1s\"",
-        ),
-    );
-    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
-    let b = broker(dir.path()).await;
+    let b = hook_broker(
+        dir.path(),
+        addr,
+        "inflight_window = 1\nqueue_len = 10\nbuffer_mode = \"memory\"\nconnect_timeout = \"1s\"",
+    )
+    .await;
     const N: i64 = 30;
     publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
     let m = wait_metrics(&b, "hook", "buffered", |m| n(m, "matched") == N as u64).await;
@@ -464,10 +478,7 @@ async fn memory_mode_a_server_that_is_down_is_buffered_drop_oldest_and_reconnect
     );
 
     // The server comes up: the connector reconnects (backoff at most 100 ms) and delivers.
-    let hook = Hook::default();
-    let app = Router::new().fallback(handler).with_state(hook.clone());
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let hook = start_hook_at(addr).await;
     let m = wait_metrics(&b, "hook", "delivered after reconnect", |m| n(m, "success") == 10).await;
     assert_eq!(n(&m, "queuing") + n(&m, "inflight") + n(&m, "failed"), 0, "{m}");
     let got: Vec<i64> = hook.delivered().iter().filter_map(|v| v["i"].as_i64()).collect();
@@ -479,21 +490,14 @@ async fn memory_mode_a_server_that_is_down_is_buffered_drop_oldest_and_reconnect
 /// order once the server is up; past `max_buffer_bytes` the oldest are dropped and counted.
 #[tokio::test]
 async fn disk_mode_a_server_that_is_down_is_buffered_past_queue_len_and_delivered_in_order() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = closed_addr();
     let dir = tempfile::tempdir().unwrap();
-    write(
-        &dir.path().join("connectors"),
-        "hook.toml",
-        &connector(
-            addr,
-            "inflight_window = 1\nbatch_size = 7\nqueue_len = 10\nconnect_timeout = \"1s\"",
-        ),
-    );
-    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
-    let b = broker(dir.path()).await;
+    let b = hook_broker(
+        dir.path(),
+        addr,
+        "inflight_window = 1\nbatch_size = 7\nqueue_len = 10\nconnect_timeout = \"1s\"",
+    )
+    .await;
     const N: i64 = 500;
     publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
     let m = wait_metrics(&b, "hook", "buffered", |m| n(m, "matched") == N as u64).await;
@@ -519,10 +523,7 @@ async fn disk_mode_a_server_that_is_down_is_buffered_past_queue_len_and_delivere
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let hook = Hook::default();
-    let app = Router::new().fallback(handler).with_state(hook.clone());
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let hook = start_hook_at(addr).await;
     let m = wait_metrics(&b, "hook", "delivered after reconnect", |m| n(m, "success") == N as u64).await;
     assert_eq!(
         n(&m, "queuing") + n(&m, "inflight") + n(&m, "failed") + n(&m, "dropped"),
@@ -536,21 +537,9 @@ async fn disk_mode_a_server_that_is_down_is_buffered_past_queue_len_and_delivere
 
 #[tokio::test]
 async fn disk_mode_past_max_buffer_bytes_the_oldest_are_dropped_and_counted() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = closed_addr();
     let dir = tempfile::tempdir().unwrap();
-    write(
-        &dir.path().join("connectors"),
-        "hook.toml",
-        &connector(
-            addr,
-            "inflight_window = 1\nqueue_len = 10\nbuffer_seg_bytes = \"4KB\"\nmax_buffer_bytes = \"16KB\"\nconnect_timeout = \"1s\"",
-        ),
-    );
-    write(&dir.path().join("rules"), "r.toml", &rule("hook", ""));
-    let b = broker(dir.path()).await;
+    let b = hook_broker(dir.path(), addr, "inflight_window = 1\nqueue_len = 10\nbuffer_seg_bytes = \"4KB\"\nmax_buffer_bytes = \"16KB\"\nconnect_timeout = \"1s\"").await;
     const N: i64 = 2000;
     publish_all(&b, "data/x", (0..N).map(|i| format!(r#"{{"i": {i}}}"#))).await;
     let m = wait_metrics(&b, "hook", "dropped past the cap", |m| {
@@ -558,10 +547,7 @@ async fn disk_mode_past_max_buffer_bytes_the_oldest_are_dropped_and_counted() {
     })
     .await;
     let (dropped, queued) = (n(&m, "dropped"), n(&m, "queuing"));
-    let hook = Hook::default();
-    let app = Router::new().fallback(handler).with_state(hook.clone());
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let hook = start_hook_at(addr).await;
     let m = wait_metrics(&b, "hook", "the rest delivered", |m| {
         n(m, "queuing") + n(m, "inflight") == 0
     })
@@ -581,10 +567,7 @@ async fn disk_mode_past_max_buffer_bytes_the_oldest_are_dropped_and_counted() {
 /// connector carries on.
 #[tokio::test]
 async fn a_changed_connector_file_restarts_it_with_its_queue_and_a_bad_one_is_refused() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = closed_addr();
     let dir = tempfile::tempdir().unwrap();
     let conns = dir.path().join("connectors");
     write(
