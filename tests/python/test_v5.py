@@ -1,6 +1,8 @@
 """MQTT 5 features seen by a client: properties, subscription ids, topic aliases, flow control,
 packet size, assigned ids, server keepalive, no-local, request/response, reason codes."""
 
+import time
+
 import pytest
 
 from clients import PacketTypes, paho_connect, props, raw, raw_connect, uid
@@ -255,6 +257,9 @@ def test_client_disconnect_can_shorten_session_expiry(broker):
     c = raw_connect(broker, cid, clean=False, props={"SessionExpiryInterval": 300})
     c.subscribe(t, 1)
     c.disconnect(rc=0x00, props={"SessionExpiryInterval": 0})  # ends the session now
+    # The old connection's task handles the DISCONNECT concurrently with new connections
+    # (a multi-threaded broker gives no order across connections): let it run first.
+    time.sleep(0.2)
     raw_connect(broker).publish(t, b"x", qos=1)
     c = raw_connect(broker, cid, clean=False, props={"SessionExpiryInterval": 300})
     assert not c.connack.session_present
