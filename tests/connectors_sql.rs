@@ -16,36 +16,8 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
+use common::db::{my, my_port, pg, pg_port};
 use common::{port, skip};
-
-fn pg_port() -> u16 {
-    port("JUNCTION_POSTGRES_PORT", 5432)
-}
-
-fn pg_url(port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/test?sslmode=disable")
-}
-
-async fn pg(port: u16) -> Option<sqlx::PgConnection> {
-    match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&pg_url(port))).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => skip("PostgreSQL", e),
-        Err(_) => skip("PostgreSQL", "connect timed out"),
-    }
-}
-
-fn my_port() -> u16 {
-    port("JUNCTION_MARIADB_PORT", 3306)
-}
-
-async fn my() -> Option<sqlx::MySqlConnection> {
-    let url = format!("mysql://test:test@127.0.0.1:{}/test", my_port());
-    match tokio::time::timeout(Duration::from_secs(10), sqlx::MySqlConnection::connect(&url)).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => skip("MariaDB", e),
-        Err(_) => skip("MariaDB", "connect timed out"),
-    }
-}
 
 fn ts_port() -> u16 {
     port("JUNCTION_TIMESCALEDB_PORT", 5433)
@@ -185,7 +157,7 @@ async fn pg_run(t: &str, batch: &str, count: i64) -> f64 {
 
 #[tokio::test]
 async fn postgres_1000_messages_batched_every_row_once() {
-    let Some(mut c) = pg(pg_port()).await else { return };
+    let Some(mut c) = pg().await else { return };
     let t = table("jt_pg");
     let t1 = format!("{t}_b1");
     for name in [&t, &t1] {
@@ -228,7 +200,7 @@ const NASTY: &str = r#"it's "quoted" \ '; DROP TABLE x; -- ${clientid} $1 ?"#;
 
 #[tokio::test]
 async fn postgres_quotes_and_injection_land_as_data() {
-    let Some(mut c) = pg(pg_port()).await else { return };
+    let Some(mut c) = pg().await else { return };
     let t = table("jt_pginj");
     sqlx::query(&format!("CREATE TABLE {t} (n INT, s TEXT, raw TEXT)"))
         .execute(&mut c)
@@ -263,7 +235,7 @@ async fn postgres_quotes_and_injection_land_as_data() {
 
 #[tokio::test]
 async fn postgres_a_bad_row_fails_alone_with_the_server_message() {
-    let Some(mut c) = pg(pg_port()).await else { return };
+    let Some(mut c) = pg().await else { return };
     let t = table("jt_pgbad");
     sqlx::query(&format!("CREATE TABLE {t} (i INT PRIMARY KEY, v TEXT NOT NULL)"))
         .execute(&mut c)
@@ -773,7 +745,7 @@ fn copy_pg_example(dir: &Path, prefix: &str, port: u16) -> String {
 /// messages land in their tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_persistence_example() {
-    let Some(mut db) = pg(pg_port()).await else { return };
+    let Some(mut db) = pg().await else { return };
     let prefix = format!("{}_", table("px"));
     let dir = tempfile::tempdir().unwrap();
     let schema = copy_pg_example(dir.path(), &prefix, pg_port());

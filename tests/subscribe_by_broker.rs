@@ -22,35 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use sqlx::Connection;
 
-use common::{port, skip};
-
-fn pg_port() -> u16 {
-    port("JUNCTION_POSTGRES_PORT", 5432)
-}
-
-async fn pg() -> Option<sqlx::PgConnection> {
-    let url = format!("postgres://postgres@127.0.0.1:{}/test?sslmode=disable", pg_port());
-    match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&url)).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => skip("PostgreSQL", e),
-        Err(_) => skip("PostgreSQL", "connect timed out"),
-    }
-}
-
-fn my_port() -> u16 {
-    port("JUNCTION_MARIADB_PORT", 3306)
-}
-
-async fn my() -> Option<sqlx::MySqlConnection> {
-    let url = format!("mysql://test:test@127.0.0.1:{}/test", my_port());
-    match tokio::time::timeout(Duration::from_secs(10), sqlx::MySqlConnection::connect(&url)).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => skip("MariaDB", e),
-        Err(_) => skip("MariaDB", "connect timed out"),
-    }
-}
+use common::db::{my, my_port, pg, pg_port};
+use common::skip;
 
 fn redis_addr() -> Option<String> {
     let addr = std::env::var("JUNCTION_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into());

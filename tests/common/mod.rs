@@ -6,6 +6,8 @@ use std::path::Path;
 
 use junction::app::{self, Running};
 
+pub mod db;
+
 /// A broker running in this process, and where it listens.
 pub struct TestBroker {
     pub running: Running,
